@@ -1,0 +1,96 @@
+"""The `alignment_round` flow: one subflow per stage, one task per shard.
+
+Thin on purpose: planning, building and bookkeeping live in pipeline.stages; this module only
+maps shards onto Prefect tasks (retries, concurrency), reports progress and publishes each
+stage's summary as an artifact. Without PREFECT_API_URL, Prefect starts a temporary local
+server; with it, runs are recorded on that server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prefect import flow, task, unmapped
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from pipeline.config import RoundConfig
+from pipeline.manifest import open_round
+from pipeline.stages.base import ShardResult, ShardSpec
+from pipeline.stages.runner import finish_stage, stage_class, start_stage, stages_until
+from pipeline.store import RoundStore
+
+# Progress callbacks cannot be flow parameters (Prefect records parameters), so the CLI
+# registers them here for the duration of one run.
+Reporter = Callable[[str, str, object], None]  # (event, stage, payload)
+_reporters: list[Reporter] = []
+
+
+def _report(event: str, stage: str, payload: object) -> None:
+    for reporter in _reporters:
+        reporter(event, stage, payload)
+
+
+# The round store is the cache: a shard whose file exists is skipped inside the task, keyed
+# by the digest of its inputs. Prefect's own result cache would be a second, weaker copy.
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name="{stage_name}-shard-{spec.index}")
+def build_shard(round_url: str, config: dict, stage_name: str, spec: ShardSpec) -> ShardResult:
+    stage = stage_class(stage_name)(RoundConfig.model_validate(config), RoundStore(round_url))
+    return stage.run_shard(spec)
+
+
+@flow(name="stage", flow_run_name="{stage_name}", task_runner=ThreadPoolTaskRunner(max_workers=2))
+def stage_flow(round_url: str, config: dict, stage_name: str) -> dict:
+    """One stage: plan, build the missing shards, record the stage in the manifest."""
+    stage = stage_class(stage_name)(RoundConfig.model_validate(config), RoundStore(round_url))
+    specs, started = start_stage(stage)
+    _report("start", stage_name, len(specs))
+    futures = build_shard.map(unmapped(round_url), unmapped(config), unmapped(stage_name), specs)
+    results, errors = [], []
+    for future in as_completed(futures):
+        try:
+            result = future.result()
+        except Exception as exc:  # recorded in the manifest; the other shards still finish
+            errors.append(f"{type(exc).__name__}: {exc}")
+            continue
+        results.append(result)
+        _report("shard", stage_name, result)
+    results.sort(key=lambda r: r.filename)
+    record = finish_stage(stage, specs, results, errors, started)
+    create_markdown_artifact(
+        key=f"{stage_name}-summary", markdown=_summary_markdown(stage_name, record), description=f"{stage_name} stage"
+    )
+    _report("finish", stage_name, record)
+    if errors:
+        raise RuntimeError(f"stage {stage_name} failed on {len(errors)} shard(s): {errors[0]}")
+    return record
+
+
+def _summary_markdown(stage_name: str, record: dict) -> str:
+    lines = [f"# {stage_name}: {record['status']}", "", "| metric | value |", "|---|---|"]
+    lines += [f"| rows | {record['rows']} |", f"| seconds | {record['seconds']} |"]
+    lines += [f"| {k} | {v} |" for k, v in record["metrics"].items() if isinstance(v, (int, float))]
+    return "\n".join(lines)
+
+
+@flow(name="alignment-round")
+def alignment_round(round_url: str, config: dict, stages: list[str] | None = None) -> dict:
+    """Run `stages` in order (default: every built stage); returns each stage's manifest record."""
+    store = RoundStore(round_url)
+    open_round(store, RoundConfig.model_validate(config))
+    return {name: stage_flow(round_url, config, name) for name in stages or stages_until(None)}
+
+
+def run_round(
+    round_url: str, config: RoundConfig, stages: list[str] | None = None, reporter: Reporter | None = None
+) -> dict:
+    """Entry point for the CLI and notebooks."""
+    if reporter:
+        _reporters.append(reporter)
+    try:
+        return alignment_round(round_url, config.resolved(), stages)
+    finally:
+        if reporter:
+            _reporters.remove(reporter)

@@ -1,0 +1,122 @@
+"""The lyrics stage: the paper's LLM-written lyrics (20,000), one row per lyric.
+
+Each lyric's language, emotion, theme and seed derive from the round seed and the lyric's
+global index alone, so a lyric is the same whatever the shard size. Invalid answers are kept
+with their errors (and excluded downstream); near-duplicates are counted here and dropped by
+the conditions stage, first occurrence wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+
+import pyarrow as pa
+
+from pipeline.digest import derive_rng, derive_seed
+from pipeline.lyrics import LyricRequest, build_generator
+from pipeline.lyrics.format import detect_language, normalize_for_dedup, validate_lyrics
+from pipeline.lyrics.template import THEMES, mood_family
+from pipeline.stages.base import ShardSpec, Stage
+from pipeline.vocab import load_vocabulary, vocabulary_digest
+
+SCHEMA = pa.schema(
+    [
+        ("lyric_id", pa.string()),
+        ("seed", pa.int64()),
+        ("language", pa.string()),
+        ("detected_language", pa.string()),
+        ("emotion", pa.string()),
+        ("theme", pa.string()),
+        ("text", pa.string()),
+        ("valid", pa.bool_()),
+        ("errors", pa.list_(pa.string())),
+        ("attempts", pa.int32()),
+        ("generator", pa.string()),
+        ("norm_digest", pa.string()),
+    ]
+)
+
+
+class LyricsStage(Stage):
+    name = "lyrics"
+
+    def plan(self) -> list[ShardSpec]:
+        cfg = self.config.lyrics
+        generator = build_generator(cfg.generator)
+        params = {
+            "seed": self.config.seed,
+            "languages": cfg.languages,
+            "max_tokens": cfg.max_tokens,
+            "generator": generator.describe(),
+            "vocabulary_digest": vocabulary_digest(self.config.conditions.vocabulary),
+        }
+        size = cfg.effective_shard_size
+        return [
+            ShardSpec(self.name, i, {"start": start, "stop": min(start + size, cfg.count)}, params)
+            for i, start in enumerate(range(0, cfg.count, size))
+        ]
+
+    def requests(self, start: int, stop: int) -> list[LyricRequest]:
+        emotions = load_vocabulary(self.config.conditions.vocabulary).emotions
+        languages = sorted(self.config.lyrics.languages.items())
+        out = []
+        for index in range(start, stop):
+            rng = derive_rng(self.config.seed, "lyrics", index)
+            language = rng.choices([lang for lang, _ in languages], weights=[w for _, w in languages])[0]
+            emotion = rng.choice(emotions)
+            theme = rng.choice(THEMES[mood_family(emotion)])
+            seed = derive_seed(self.config.seed, "lyrics-seed", index)
+            out.append(LyricRequest(f"lyr-{index:07d}", seed, language, emotion, theme))
+        return out
+
+    def build_shard(self, spec: ShardSpec) -> tuple[pa.Table, dict]:
+        requests = self.requests(spec.inputs["start"], spec.inputs["stop"])
+        generator = build_generator(self.config.lyrics.generator)
+        answers = generator.generate(requests)
+        rows, error_codes = [], Counter()
+        for request, answer in zip(requests, answers, strict=True):
+            if answer.error:
+                errors = [f"generator: {answer.error}"]
+            else:
+                problems = validate_lyrics(answer.text, max_tokens=self.config.lyrics.max_tokens)
+                errors = [f"{p.code}: {p.message}" for p in problems]
+            error_codes.update(e.split(":", 1)[0] for e in errors)
+            rows.append(
+                {
+                    "lyric_id": request.lyric_id,
+                    "seed": request.seed,
+                    "language": request.language,
+                    "detected_language": detect_language(answer.text) if answer.text else "",
+                    "emotion": request.emotion,
+                    "theme": request.theme,
+                    "text": answer.text,
+                    "valid": not errors,
+                    "errors": errors,
+                    "attempts": answer.attempts,
+                    "generator": generator.name,
+                    "norm_digest": hashlib.sha1(normalize_for_dedup(answer.text).encode()).hexdigest(),
+                }
+            )
+        valid = sum(r["valid"] for r in rows)
+        metrics = {"valid": valid, "invalid": len(rows) - valid, **{f"error.{k}": v for k, v in error_codes.items()}}
+        return pa.Table.from_pylist(rows, schema=SCHEMA), metrics
+
+    def summarize(self, results) -> dict:
+        metrics = super().summarize(results)
+        metrics["duplicates"] = len(duplicate_lyric_ids(self.store, [r.filename for r in results]))
+        return metrics
+
+
+def duplicate_lyric_ids(store, lyric_files: list[str]) -> set[str]:
+    """Valid lyrics whose normalised text appeared earlier (by shard, then row order)."""
+    seen, duplicates = set(), set()
+    for relpath in lyric_files:
+        table = store.read_table(relpath, columns=["lyric_id", "valid", "norm_digest"]).to_pydict()
+        for lyric_id, valid, norm in zip(table["lyric_id"], table["valid"], table["norm_digest"]):
+            if not valid:
+                continue
+            if norm in seen:
+                duplicates.add(lyric_id)
+            seen.add(norm)
+    return duplicates

@@ -1,0 +1,106 @@
+"""Stage bookkeeping shared by every executor: start, finish, stale-shard clean-up, manifest."""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from collections.abc import Callable, Iterable
+
+from pipeline.config import STAGES, RoundConfig
+from pipeline.manifest import update_stage
+from pipeline.stages.base import ShardResult, ShardSpec, Stage
+from pipeline.store import RoundStore
+
+
+def stage_class(name: str) -> type[Stage]:
+    from pipeline.stages.conditions import ConditionsStage
+    from pipeline.stages.lyrics import LyricsStage
+
+    built = {"lyrics": LyricsStage, "conditions": ConditionsStage}
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(STAGES)}")
+    if name not in built:
+        raise NotImplementedError(f"stage {name!r} is not built yet; built stages: {', '.join(built)}")
+    return built[name]
+
+
+def built_stages() -> list[str]:
+    names = []
+    for name in STAGES:
+        try:
+            stage_class(name)
+        except NotImplementedError:
+            break
+        names.append(name)
+    return names
+
+
+def stages_until(until: str | None) -> list[str]:
+    """The stages to run, in order, up to `until` (inclusive) or as far as stages are built."""
+    built = built_stages()
+    if until is None:
+        return built
+    if until not in STAGES:
+        raise ValueError(f"--until {until!r}: not a stage; stages are: {', '.join(STAGES)}")
+    wanted = list(STAGES[: STAGES.index(until) + 1])
+    missing = [s for s in wanted if s not in built]
+    if missing:
+        raise NotImplementedError(f"--until {until}: stage(s) {', '.join(missing)} not built yet; built: {', '.join(built)}")
+    return wanted
+
+
+def start_stage(stage: Stage) -> tuple[list[ShardSpec], float]:
+    """Plan, clear temporaries a crash left, and mark the stage running."""
+    started = time.perf_counter()
+    specs = stage.plan()
+    stage.store.remove_temporaries(stage.name)
+    update_stage(stage.store, stage.name, status="running", shards=len(specs))
+    return specs, started
+
+
+def finish_stage(stage: Stage, specs: list[ShardSpec], results: list[ShardResult], errors: list[str], started: float) -> dict:
+    """Record the stage in the manifest; on success drop shards no longer in the plan."""
+    store = stage.store
+    seconds = round(time.perf_counter() - started, 3)
+    planned = {spec.filename for spec in specs}
+    fields = {
+        "rows": sum(r.rows for r in results),
+        "seconds": seconds,
+        "inputs": {posixpath.basename(s.filename): {"inputs": s.inputs, "params_digest": s.key} for s in specs},
+        "metrics": {
+            **stage.summarize(results),
+            "shards_built": sum(not r.skipped for r in results),
+            "shards_skipped": sum(r.skipped for r in results),
+        },
+    }
+    if errors:
+        return update_stage(store, stage.name, status="failed", errors=errors, **fields)
+    for stale in set(store.list_files(stage.name, ".parquet")) - planned:
+        store.remove(stale)
+    outputs = {posixpath.basename(f): store.file_digest(f) for f in sorted(planned)}
+    return update_stage(store, stage.name, status="done", errors=[], outputs=outputs, **fields)
+
+
+def run_stage_locally(
+    name: str, config: RoundConfig, store: RoundStore, on_shard: Callable[[ShardResult], None] | None = None
+) -> dict:
+    """Run one stage in this process, shard after shard: for notebooks and quick checks."""
+    stage = stage_class(name)(config, store)
+    specs, started = start_stage(stage)
+    results, errors = [], []
+    for spec in specs:
+        try:
+            result = stage.run_shard(spec)
+        except Exception as exc:  # one bad shard must not hide the others' results
+            errors.append(f"{spec.filename}: {type(exc).__name__}: {exc}")
+            continue
+        results.append(result)
+        if on_shard:
+            on_shard(result)
+    return finish_stage(stage, specs, results, errors, started)
+
+
+def iter_stage_tables(store: RoundStore, stage: str, columns: list[str] | None = None) -> Iterable:
+    """The stage's shards as Arrow tables, in shard order."""
+    for relpath in store.list_files(stage, ".parquet"):
+        yield relpath, store.read_table(relpath, columns=columns)

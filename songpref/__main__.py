@@ -1,0 +1,3 @@
+from songpref.cli import main
+
+main()

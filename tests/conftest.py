@@ -1,0 +1,36 @@
+"""Test-session settings: a private Prefect home, no analytics, one Prefect test server."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Before anything imports prefect: a fresh home per session and no outbound analytics.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="songpref-prefect-")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+REPO = Path(__file__).resolve().parents[1]
+LEVO_REFERENCE = REPO.parent / "shared" / "reference" / "levo"
+
+
+@pytest.fixture(scope="session")
+def prefect_api_url():
+    """A Prefect server for the whole session; subprocesses reach it through PREFECT_API_URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture
+def levo_reference() -> Path:
+    if not LEVO_REFERENCE.is_dir():
+        pytest.skip(f"LeVo reference data not found at {LEVO_REFERENCE} (test data, kept outside the repo)")
+    return LEVO_REFERENCE

@@ -1,0 +1,109 @@
+"""The CLI as a user runs it: real subprocesses, a real Prefect server, real files."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs/tiny.yaml"
+
+
+def songpref(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "songpref", *map(str, args)], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def server_env(prefect_api_url):
+    return {**os.environ, "PREFECT_API_URL": prefect_api_url}
+
+
+def parquet_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.parquet"))}
+
+
+def test_round_run_until_conditions_then_rerun_skips(tmp_path, server_env):
+    out = tmp_path / "round"
+    first = songpref("round", "run", "--config", TINY, "--out", out, "--until", "conditions", env=server_env)
+    assert first.returncode == 0, first.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["lyrics"]["status"] == "done" and manifest["stages"]["lyrics"]["rows"] == 64
+    assert manifest["stages"]["conditions"]["status"] == "done" and manifest["stages"]["conditions"]["rows"] >= 48
+    before = parquet_bytes(out)
+    second = songpref("round", "run", "--config", TINY, "--out", out, "--until", "conditions", env=server_env)
+    assert second.returncode == 0, second.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["lyrics"]["metrics"]["shards_built"] == 0
+    assert manifest["stages"]["conditions"]["metrics"]["shards_built"] == 0
+    assert parquet_bytes(out) == before
+    status = songpref("round", "status", out)
+    assert status.returncode == 0 and "conditions" in status.stdout and "done" in status.stdout
+
+
+def test_killed_mid_stage_then_rerun_equals_uninterrupted_run(tmp_path, server_env):
+    args = ["--config", TINY, "--until", "conditions", "--set", "lyrics.count=4000", "--set", "lyrics.shard_size=100"]
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "songpref", "round", "run", *map(str, args), "--out", str(killed)],
+        cwd=REPO, env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while len(list((killed / "lyrics").glob("shard-*.parquet"))) < 3:
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline, "no lyrics shard appeared in time"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    partial = len(list((killed / "lyrics").glob("shard-*.parquet")))
+    assert 3 <= partial < 40, "the kill came too late to interrupt the stage"
+    assert json.loads((killed / "manifest.json").read_text())["stages"]["lyrics"]["status"] == "running"
+
+    resumed = songpref("round", "run", *args, "--out", killed, env=server_env)
+    assert resumed.returncode == 0, resumed.stderr
+    manifest = json.loads((killed / "manifest.json").read_text())
+    assert manifest["stages"]["lyrics"]["metrics"]["shards_skipped"] >= partial
+
+    clean = tmp_path / "clean"
+    assert songpref("round", "run", *args, "--out", clean, env=server_env).returncode == 0
+    assert parquet_bytes(killed) == parquet_bytes(clean)
+    assert not list(killed.rglob(".tmp-*"))
+
+
+def test_config_error_names_file_key_and_problem(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lyrics:\n  count: 0\n  colour: red\n")
+    result = songpref("round", "run", "--config", bad, "--out", tmp_path / "r")
+    assert result.returncode == 2
+    assert "lyrics.count" in result.stderr and "lyrics.colour: unknown key" in result.stderr and str(bad) in result.stderr
+    assert not (tmp_path / "r").exists()  # nothing written before the config is valid
+
+
+def test_until_an_unbuilt_stage_is_refused_up_front(tmp_path):
+    result = songpref("round", "run", "--config", TINY, "--out", tmp_path / "r", "--until", "sweep")
+    assert result.returncode == 2 and "not built yet" in result.stderr
+    result = songpref("round", "run", "--config", TINY, "--out", tmp_path / "r", "--until", "lyricz")
+    assert result.returncode == 2 and "not a stage" in result.stderr
+
+
+def test_config_show_and_schema():
+    shown = songpref("config", "show", "--config", TINY, "--set", "lyrics.count=100")
+    assert shown.returncode == 0 and "count: 100" in shown.stdout and "# config hash:" in shown.stdout
+    schema = json.loads(songpref("config", "schema").stdout)
+    assert "lyrics" in schema["properties"]
+
+
+def test_conditions_export_for_levo(tmp_path, server_env):
+    out = tmp_path / "round"
+    assert songpref("round", "run", "--config", TINY, "--out", out, "--set", "lyrics.count=20", env=server_env).returncode == 0
+    exported = tmp_path / "levo.jsonl"
+    assert songpref("conditions", "export", out, "--out", exported).returncode == 0
+    records = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert len(records) == 20
+    assert all({"idx", "gt_lyric", "descriptions"} <= set(r) and ("prompt_audio_path" in r) != ("auto_prompt_audio_type" in r) for r in records)

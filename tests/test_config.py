@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, RoundConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "round.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_configs_load():
+    tiny = load_config(REPO / "configs/tiny.yaml")
+    assert tiny.lyrics.count >= 48 and tiny.lyrics.generator.backend == "template"
+    production = load_config(REPO / "configs/production.example.yaml")
+    assert production.lyrics.count == 20000
+    assert production.scoring.transcriber.backend == "whisper" and production.pairs.per_gap == 40
+
+
+def test_unknown_key_names_file_key_and_suggestion(tmp_path):
+    path = write(tmp_path, "lyrics:\n  cuont: 10\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert str(path) in message and "lyrics.cuont: unknown key" in message and "did you mean 'count'" in message
+
+
+def test_unknown_key_inside_generator_options(tmp_path):
+    path = write(tmp_path, "lyrics:\n  generator:\n    backend: template\n    temprature: 1\n")
+    with pytest.raises(ConfigError, match=r"lyrics\.generator\.temprature: unknown key"):
+        load_config(path)
+
+
+def test_wrong_type_and_impossible_values_reported_together(tmp_path):
+    path = write(tmp_path, "seed: abc\nlyrics:\n  count: -5\nconditions:\n  min_instruments: 4\n  max_instruments: 2\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    lines = str(err.value).splitlines()
+    assert any("seed:" in line and "'abc'" in line for line in lines)
+    assert any("lyrics.count:" in line and "greater than or equal to 1" in line for line in lines)
+    assert any("conditions:" in line and "min_instruments must not exceed max_instruments" in line for line in lines)
+
+
+def test_unreadable_and_invalid_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "lyrics: [unclosed\n"))
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+
+
+def test_backend_requirements_checked(tmp_path):
+    path = write(tmp_path, "scoring:\n  transcriber:\n    backend: whisper\n")
+    with pytest.raises(ConfigError, match="transcriber.checkpoint is required"):
+        load_config(path)
+    path = write(tmp_path, "lyrics:\n  generator:\n    backend: nonsense\n")
+    with pytest.raises(ConfigError, match="lyrics.generator"):
+        load_config(path)
+
+
+def test_overrides_scale_the_round_and_change_the_hash(tmp_path):
+    base = load_config(REPO / "configs/tiny.yaml")
+    scaled = load_config(REPO / "configs/tiny.yaml", ["lyrics.count=20000"])
+    assert scaled.lyrics.count == 20000 and scaled.digest() != base.digest()
+    assert load_config(REPO / "configs/tiny.yaml").digest() == base.digest()
+    with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
+        load_config(REPO / "configs/tiny.yaml", ["lyrics.count"])
+
+
+def test_effective_shard_size():
+    assert RoundConfig.model_validate({"lyrics": {"count": 64}}).lyrics.effective_shard_size == 16
+    assert RoundConfig.model_validate({"lyrics": {"count": 20000}}).lyrics.effective_shard_size == 1000
+    assert RoundConfig.model_validate({"lyrics": {"count": 100, "shard_size": 7}}).lyrics.effective_shard_size == 7
+
+
+def test_schema_documents_every_field():
+    schema = RoundConfig.model_json_schema()
+    lyrics = schema["$defs"]["LyricsConfig"]["properties"]
+    assert all("description" in field for field in lyrics.values())

@@ -1,0 +1,135 @@
+"""Lyrics and conditions stages run in-process (no Prefect): rows, reruns, determinism, bad input."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import soundfile
+
+from pipeline.config import RoundConfig
+from pipeline.lyrics.format import validate_lyrics
+from pipeline.manifest import open_round, read_manifest
+from pipeline.stages.lyrics import duplicate_lyric_ids
+from pipeline.stages.runner import run_stage_locally
+from pipeline.store import RoundStore
+from pipeline.vocab import load_vocabulary
+
+
+def run(root: Path, **overrides) -> tuple[RoundStore, dict]:
+    raw = {"seed": 7, "lyrics": {"count": 40, "shard_size": 16}}
+    for key, value in overrides.items():
+        raw.setdefault(key, {}).update(value)
+    config = RoundConfig.model_validate(raw)
+    store = RoundStore(str(root))
+    open_round(store, config)
+    records = {name: run_stage_locally(name, config, store) for name in ("lyrics", "conditions")}
+    return store, records
+
+
+def shard_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.parquet"))}
+
+
+def test_lyrics_and_conditions_rows(tmp_path):
+    store, records = run(tmp_path)
+    assert records["lyrics"]["status"] == "done" and records["lyrics"]["rows"] == 40
+    assert len(records["lyrics"]["outputs"]) == 3  # 16 + 16 + 8
+    lyrics = pa.concat_tables(store.read_table(f"lyrics/{n}") for n in records["lyrics"]["outputs"]).to_pylist()
+    assert all(row["valid"] and not validate_lyrics(row["text"]) for row in lyrics)
+    conditions = pa.concat_tables(store.read_table(f"conditions/{n}") for n in records["conditions"]["outputs"])
+    rows = conditions.to_pylist()
+    assert records["conditions"]["rows"] == len(rows) == 40
+    by_lyric = {row["lyric_id"]: row for row in lyrics}
+    vocab = load_vocabulary()
+    for row in rows:
+        assert row["emotion"] == by_lyric[row["lyric_id"]]["emotion"]
+        assert row["genre"] in {g.name for g in vocab.genres}
+        assert row["description"].endswith(f"the bpm is {row['bpm']}.")
+        assert (row["prompt_audio_path"] is None) != (row["auto_prompt_audio_type"] is None)
+
+
+def test_same_config_same_bytes_and_rerun_skips(tmp_path):
+    run(tmp_path / "a")
+    run(tmp_path / "b")
+    assert shard_bytes(tmp_path / "a") == shard_bytes(tmp_path / "b")
+    _, again = run(tmp_path / "a")
+    assert again["lyrics"]["metrics"]["shards_built"] == 0 and again["lyrics"]["metrics"]["shards_skipped"] == 3
+    assert again["conditions"]["metrics"]["shards_built"] == 0
+
+
+def test_changing_conditions_rebuilds_only_conditions(tmp_path):
+    run(tmp_path)
+    before = shard_bytes(tmp_path)
+    store, records = run(tmp_path, conditions={"auto_prompt": "random"})
+    assert records["lyrics"]["metrics"]["shards_built"] == 0
+    assert records["conditions"]["metrics"]["shards_built"] == 3
+    after = shard_bytes(tmp_path)
+    assert {k: v for k, v in after.items() if k.startswith("lyrics")} == {k: v for k, v in before.items() if k.startswith("lyrics")}
+    assert len([k for k in after if k.startswith("conditions")]) == 3  # stale shards removed
+
+
+def test_invalid_lyrics_are_kept_with_errors_and_excluded(tmp_path):
+    store, records = run(tmp_path, lyrics={"max_tokens": 120})
+    lyrics = pa.concat_tables(store.read_table(f"lyrics/{n}") for n in records["lyrics"]["outputs"]).to_pylist()
+    invalid = [row for row in lyrics if not row["valid"]]
+    assert invalid and all(any(e.startswith("too_long") for e in row["errors"]) for row in invalid)
+    assert records["lyrics"]["metrics"]["invalid"] == len(invalid)
+    assert records["conditions"]["rows"] == 40 - len(invalid)
+    assert records["conditions"]["metrics"]["skipped_invalid"] == len(invalid)
+
+
+def test_unsupported_language_is_recorded_not_fatal(tmp_path):
+    store, records = run(tmp_path, lyrics={"languages": {"en": 1, "zh": 1}})
+    lyrics = pa.concat_tables(store.read_table(f"lyrics/{n}") for n in records["lyrics"]["outputs"]).to_pylist()
+    chinese = [row for row in lyrics if row["language"] == "zh"]
+    assert chinese and all(not row["valid"] and "English only" in row["errors"][0] for row in chinese)
+    assert records["conditions"]["rows"] == 40 - len(chinese)
+
+
+def test_duplicates_first_occurrence_wins(tmp_path):
+    store = RoundStore(str(tmp_path))
+    schema = pa.schema([("lyric_id", pa.string()), ("valid", pa.bool_()), ("norm_digest", pa.string())])
+    store.write_table("lyrics/shard-00000-a.parquet", pa.Table.from_pylist(
+        [{"lyric_id": "l0", "valid": True, "norm_digest": "x"}, {"lyric_id": "l1", "valid": False, "norm_digest": "y"}], schema))
+    store.write_table("lyrics/shard-00001-b.parquet", pa.Table.from_pylist(
+        [{"lyric_id": "l2", "valid": True, "norm_digest": "x"}, {"lyric_id": "l3", "valid": True, "norm_digest": "y"},
+         {"lyric_id": "l4", "valid": True, "norm_digest": "y"}], schema))
+    found = duplicate_lyric_ids(store, ["lyrics/shard-00000-a.parquet", "lyrics/shard-00001-b.parquet"])
+    assert found == {"l2", "l4"}  # l3 is kept: the earlier 'y' was invalid
+
+
+def test_prompt_library_with_a_corrupt_clip(tmp_path):
+    library = tmp_path / "clips"
+    library.mkdir()
+    for name in ("a.wav", "b.flac"):
+        soundfile.write(library / name, np.zeros(16000 * 2, dtype="float32"), 16000)
+    (library / "broken.wav").write_bytes(b"RIFF not really audio")
+    soundfile.write(library / "short.wav", np.zeros(800, dtype="float32"), 16000)
+    store, records = run(tmp_path / "round", conditions={"prompt_library": str(library), "library_share": 0.5})
+    metrics = records["conditions"]["metrics"]
+    assert metrics["prompt_clips_usable"] == 2
+    assert {Path(r["path"]).name for r in metrics["prompt_clips_rejected"]} == {"broken.wav", "short.wav"}
+    rows = pa.concat_tables(store.read_table(f"conditions/{n}") for n in records["conditions"]["outputs"]).to_pylist()
+    clips = [r for r in rows if r["prompt_audio_path"]]
+    assert 0 < len(clips) < len(rows) and all(r["auto_prompt_audio_type"] is None for r in clips)
+    assert {Path(r["prompt_audio_path"]).name for r in clips} <= {"a.wav", "b.flac"}
+
+
+def test_manifest_records_config_and_marks_stale(tmp_path):
+    store, _ = run(tmp_path)
+    manifest = read_manifest(store)
+    assert manifest["seed"] == 7 and manifest["config"]["lyrics"]["count"] == 40
+    assert manifest["versions"]["pyarrow"] and len(manifest["config_hash"]) == 64
+    open_round(store, RoundConfig.model_validate({"seed": 8}))
+    assert {r["status"] for r in read_manifest(store)["stages"].values()} == {"stale"}
+    json.dumps(manifest)  # plain JSON all the way down
+
+
+def test_conditions_need_finished_lyrics(tmp_path):
+    config = RoundConfig()
+    store = RoundStore(str(tmp_path))
+    open_round(store, config)
+    with pytest.raises(RuntimeError, match="stage 'lyrics' must be done first"):
+        run_stage_locally("conditions", config, store)
