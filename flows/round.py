@@ -8,12 +8,14 @@ server; with it, runs are recorded on that server.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from prefect import flow, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline.config import RoundConfig
@@ -89,8 +91,12 @@ def run_round(
     """Entry point for the CLI and notebooks."""
     if reporter:
         _reporters.append(reporter)
+    # Heartbeats let a server notice a crashed run started by a worker; a run in this process
+    # is watched by the caller, and each heartbeat thread costs up to 1 s per (sub)flow exit.
+    heartbeats = {} if "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" in os.environ else {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
     try:
-        return alignment_round(round_url, config.resolved(), stages)
+        with temporary_settings(updates=heartbeats):
+            return alignment_round(round_url, config.resolved(), stages)
     finally:
         if reporter:
             _reporters.remove(reporter)

@@ -56,9 +56,10 @@ class LyricError:
 def _parse(piece: str) -> tuple[str, str]:
     """(tag, text) of one ';'-separated piece: a tuple, as validation is hot and dataclasses slow."""
     piece = piece.strip()
-    end = piece.find("]") if piece.startswith("[") else -1
-    if end > 0 and "[" not in piece[1:end]:
-        return piece[1:end], piece[end + 1 :].strip()
+    if piece[:1] == "[":
+        tag, closed, text = piece[1:].partition("]")
+        if closed and "[" not in tag:
+            return tag, text.strip()
     return "", piece
 
 

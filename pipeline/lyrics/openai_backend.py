@@ -13,6 +13,7 @@ import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Literal
 
 import httpx
@@ -84,7 +85,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 class OpenAIGenerator:
     name = "openai"
 
-    def __init__(self, options: OpenAIOptions, template_dir=None):
+    def __init__(self, options: OpenAIOptions, template_dir: Path | None = None):
         self.options = options
         self.template_dir = template_dir
 
@@ -119,6 +120,7 @@ class OpenAIGenerator:
         raise LyricsBackendError(f"{failure} after {opts.max_retries} retries")
 
     def _complete(self, client: httpx.Client, request: LyricRequest, attempt: int) -> str | LyricsBackendError:
+        """The answer's text; a request the server rejects is returned as an error, exhausted retries raise."""
         opts = self.options
         seed = sampling_seed(request.seed, attempt)
         body = {
@@ -130,10 +132,7 @@ class OpenAIGenerator:
         }
         if opts.seed_in_request:
             body["seed"] = seed
-        try:
-            response = self._send(client, "POST", "/chat/completions", body, random.Random(derive_seed("backoff", seed)))
-        except LyricsBackendError as exc:
-            return exc
+        response = self._send(client, "POST", "/chat/completions", body, random.Random(derive_seed("backoff", seed)))
         if response.status_code >= 400:
             return LyricsBackendError(
                 f"OpenAI-compatible endpoint at {opts.base_url} answered HTTP {response.status_code}: {_excerpt(response)}"
@@ -146,10 +145,23 @@ class OpenAIGenerator:
     def answers(self, requests: list[LyricRequest], attempt: int = 1) -> list[str | LyricsBackendError]:
         """Raw answers (or per-request failures) for one attempt, at most max_concurrency in flight."""
         opts = self.options
+        # Once one request has used up its retries the server is down: the rest fail at once with
+        # the same error instead of each waiting through its own backoff (a shard would take hours).
+        gave_up: list[LyricsBackendError] = []
+
+        def one(request: LyricRequest) -> str | LyricsBackendError:
+            if gave_up:
+                return gave_up[0]
+            try:
+                return self._complete(client, request, attempt)
+            except LyricsBackendError as exc:
+                gave_up.append(exc)
+                return exc
+
         limits = httpx.Limits(max_connections=opts.max_concurrency)
         with httpx.Client(timeout=opts.timeout_s, limits=limits) as client:
             with ThreadPoolExecutor(max_workers=opts.max_concurrency) as pool:
-                return list(pool.map(lambda r: self._complete(client, r, attempt), requests))
+                return list(pool.map(one, requests))
 
     def check_endpoint(self) -> None:
         """Fail before a round starts when the server is unreachable or refuses the key."""

@@ -73,16 +73,16 @@ class _Banks:
 
     def __init__(self, directory: Path) -> None:
         self._dir, self._digest = directory, hashlib.sha256()
-        emotions = self._read("emotions.yaml")
+        emotions = self._read("emotions.yaml", "mood family -> emotion tags")
         self.emotions: dict[str, str] = {}
         for family in emotions:
             for tag in self._words(emotions, "emotions.yaml", family):
                 if self.emotions.setdefault(tag.lower(), family) != family:
                     raise ValueError(f"{directory / 'emotions.yaml'}: emotion {tag!r} is in two families")
-        common = self._read("common.yaml")
+        common = self._read("common.yaml", ", ".join(_COMMON_CATEGORIES))
         common = {c: self._words(common, "common.yaml", c) for c in _COMMON_CATEGORIES}
         self.families = {f: self._family(f, common) for f in sorted({*emotions, NEUTRAL})}
-        templates = self._read("templates.yaml")
+        templates = self._read("templates.yaml", ", ".join((*_TEMPLATE_KINDS, "forms")))
         slots = {*_SLOTS.values(), "verbs", "tverbs", "a_noun", "a_adj", "rhyme"}
         self.templates = {
             kind: tuple(self._compile(t, kind, slots | {"theme"} if kind == "hook" else slots)
@@ -95,19 +95,22 @@ class _Banks:
         self.digest = self._digest.hexdigest()
 
     def family(self, emotion: str) -> str:
-        """The first word of `emotion` that a family claims; unknown emotions get the neutral family."""
-        for word in re.findall(r"[a-z]+", emotion.lower()):
+        """The family of the whole tag, else of its first word a family claims ("sad, slow"); else neutral."""
+        for word in (emotion.strip().lower(), *re.findall(r"[a-z]+", emotion.lower())):
             if word in self.emotions:
                 return self.emotions[word]
         return NEUTRAL
 
-    def _read(self, name: str) -> dict:
+    def _read(self, name: str, categories: str) -> dict:
         path = self._dir / name
         if not path.is_file():
-            raise ValueError(f"word bank {path} is missing (it holds the categories the lyrics need)")
+            raise ValueError(f"word bank {path} is missing (categories: {categories})")
         data = path.read_bytes()
         self._digest.update(name.encode() + b"\0" + data + b"\0")
-        loaded = yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        try:
+            loaded = yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        except yaml.YAMLError as e:
+            raise ValueError(f"word bank {path} is not valid YAML: {e}") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"word bank {path} must be a mapping of category -> list of words")
         return loaded
@@ -127,19 +130,23 @@ class _Banks:
 
     def _family(self, family: str, common: dict[str, tuple]) -> _Family:
         name = f"{family}.yaml"
-        data = self._read(name)
+        data = self._read(name, ", ".join(_FAMILY_CATEGORIES))
         bank = {c: self._words(data, name, c) for c in _FAMILY_CATEGORIES}
         pools = {slot: bank[c] + common.get(c, ()) for c, slot in _SLOTS.items()}
-        pools |= {"verbs": tuple(map(_third_person, pools["verb"])), "tverbs": tuple(map(_third_person, pools["tverb"])),
-                  "a_noun": tuple(map(_with_article, pools["noun"])), "a_adj": tuple(map(_with_article, pools["adj"]))}  # fmt: skip
+        # Derived once here, so templates can agree verbs and articles without any work per lyric.
+        for base, derive in (("verb", _third_person), ("tverb", _third_person)):
+            pools[base + "s"] = tuple(map(derive, pools[base]))
+        for base in ("noun", "adj"):
+            pools["a_" + base] = tuple(map(_with_article, pools[base]))
         return _Family(pools, bank["rhymes"] + common["rhymes"], bank["themes"])
 
     def _compile(self, template: str, kind: str, allowed: set[str]) -> _Template:
         slots = tuple(_SLOT_RE.findall(template))
+        where = f"word bank {self._dir / 'templates.yaml'}: category '{kind}': {template!r}"
         if bad := [s for s in slots if s not in allowed]:
-            raise ValueError(f"word bank {self._dir / 'templates.yaml'}: category '{kind}': {template!r} has unknown slot {{{bad[0]}}}")
+            raise ValueError(f"{where} has unknown slot {{{bad[0]}}}")
         if kind == "hook" and "theme" not in slots:
-            raise ValueError(f"word bank {self._dir / 'templates.yaml'}: category 'hook': {template!r} lacks {{theme}}")
+            raise ValueError(f"{where} lacks {{theme}}, so the chorus would not name the theme")
         return _Template(_SLOT_RE.sub("{}", template), slots)
 
 
@@ -160,7 +167,7 @@ class TemplateOptions(BaseModel):
     wordbank_dir: Path | None = Field(None, description="Folder of word-bank YAML files; None uses the shipped banks.")
     min_sentences: int = Field(4, ge=1, description="Fewest sentences per lyrical section (LeVo's test set: 4).")
     max_sentences: int = Field(7, ge=1, description="Most sentences per lyrical section (LeVo's test set: 7).")
-    max_tokens: int = Field(300, ge=1, description="Token limit (format.estimate_tokens); sentences are dropped to fit.")
+    max_tokens: int = Field(300, ge=1, description="Limit on format.estimate_tokens; lines are dropped to fit.")
 
     @model_validator(mode="after")
     def _min_le_max(self) -> TemplateOptions:
@@ -212,7 +219,9 @@ def _clean_theme(theme: str) -> str:
 class _Song:
     """One lyric in the making: its sections, each verse, the chorus and the bridge a sentence block."""
 
-    def __init__(self, rng: Random, family: _Family, templates: dict, theme: str, form, options) -> None:
+    def __init__(
+        self, rng: Random, family: _Family, templates: dict, theme: str, form: tuple[str, ...], options: TemplateOptions
+    ) -> None:
         self.rng, self.family, self.templates, self.theme = rng, family, templates, theme
         self.used: set[str] = set()  # no sentence twice, so verses and bridge differ from the chorus
         self.rhymes: list[str] = []  # the current section's unused rhyme words

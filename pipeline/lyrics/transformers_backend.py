@@ -100,7 +100,11 @@ class TransformersGenerator:
         special = not getattr(self.tokenizer, "chat_template", None)
         inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=special).to(self.device)
         opts = self.options
-        sampling = {"do_sample": True, "temperature": opts.temperature, "top_p": opts.top_p} if opts.temperature > 0 else {"do_sample": False}
+        if opts.temperature > 0:
+            sampling = {"do_sample": True, "temperature": opts.temperature, "top_p": opts.top_p}
+        else:
+            sampling = {"do_sample": False}
+        # generate() samples from torch's global generator, so seeding it is what makes a batch reproducible.
         torch.manual_seed(seed)
         with torch.inference_mode():
             output = self.model.generate(
