@@ -107,3 +107,24 @@ def test_conditions_export_for_levo(tmp_path, server_env):
     records = [json.loads(line) for line in exported.read_text().splitlines()]
     assert len(records) == 20
     assert all({"idx", "gt_lyric", "descriptions"} <= set(r) and ("prompt_audio_path" in r) != ("auto_prompt_audio_type" in r) for r in records)
+
+
+def test_lyrics_validate_flags_exactly_the_broken_levo_records(levo_reference):
+    result = songpref("lyrics", "validate", levo_reference / "test100_v2_sg_des.jsonl")
+    assert result.returncode == 1
+    flagged = {line.split()[1] for line in result.stdout.splitlines() if line.startswith("idx ")}
+    assert flagged == {str(i) for i in range(1, 29)}
+    assert "28 of 100 records invalid" in result.stdout
+    record_9 = result.stdout.split("idx 9 ")[1].split("idx 10 ")[0]
+    assert "missing_tag" in record_9 and "单选题" in record_9
+
+
+def test_lyrics_validate_clean_file_and_bad_lines(tmp_path):
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"idx": "a", "gt_lyric": "[intro-short] ; [verse] Hello there. ; [outro-short]"}) + "\n")
+    result = songpref("lyrics", "validate", good)
+    assert result.returncode == 0 and "0 of 1 records invalid" in result.stdout
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"idx": "x"}\nnot json\n')
+    result = songpref("lyrics", "validate", bad)
+    assert result.returncode == 1 and "no gt_lyric" in result.stdout and "not JSON" in result.stdout

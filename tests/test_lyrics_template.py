@@ -142,20 +142,20 @@ def test_2000_seeds_give_2000_distinct_lyrics(gen):
 
 
 def test_token_limit_drops_sentences_deterministically():
-    small = TemplateGenerator(TemplateOptions(max_tokens=120))
+    small = TemplateGenerator(TemplateOptions(), lyric_max_tokens=120)
     texts = write(small, *(request(seed, "epic") for seed in range(100)))
     assert texts == write(small, *(request(seed, "epic") for seed in range(100)))
     for text in texts:
         assert validate_lyrics(text, max_tokens=120) == [] and estimate_tokens(text) <= 120
         assert all(s.text for s in split_sections(text) if s.tag in VOCAL_TAGS)
-    answer = TemplateGenerator(TemplateOptions(max_tokens=10)).generate([request(3)])[0]
+    answer = TemplateGenerator(TemplateOptions(), lyric_max_tokens=10).generate([request(3)])[0]
     assert answer.text == "" and "max_tokens=10" in answer.error
 
 
 def test_options_are_checked():
     assert TemplateOptions().model_dump() == {"backend": "template", "wordbank_dir": None, "min_sentences": 4,
-                                              "max_sentences": 7, "max_tokens": 300}  # fmt: skip
-    for bad in ({"min_sentences": 5, "max_sentences": 4}, {"min_sentences": 0}, {"max_tokens": 0}, {"extra": 1}):
+                                              "max_sentences": 7}  # fmt: skip
+    for bad in ({"min_sentences": 5, "max_sentences": 4}, {"min_sentences": 0}, {"max_tokens": 300}, {"extra": 1}):
         with pytest.raises(ValidationError):
             TemplateOptions(**bad)
     short = TemplateGenerator(TemplateOptions(min_sentences=2, max_sentences=3))

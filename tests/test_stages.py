@@ -70,14 +70,13 @@ def test_changing_conditions_rebuilds_only_conditions(tmp_path):
     assert len([k for k in after if k.startswith("conditions")]) == 3  # stale shards removed
 
 
-def test_invalid_lyrics_are_kept_with_errors_and_excluded(tmp_path):
-    store, records = run(tmp_path, lyrics={"max_tokens": 120})
+def test_lyrics_that_cannot_fit_are_kept_with_errors_and_excluded(tmp_path):
+    store, records = run(tmp_path, lyrics={"max_tokens": 16})
     lyrics = pa.concat_tables(store.read_table(f"lyrics/{n}") for n in records["lyrics"]["outputs"]).to_pylist()
-    invalid = [row for row in lyrics if not row["valid"]]
-    assert invalid and all(any(e.startswith("too_long") for e in row["errors"]) for row in invalid)
-    assert records["lyrics"]["metrics"]["invalid"] == len(invalid)
-    assert records["conditions"]["rows"] == 40 - len(invalid)
-    assert records["conditions"]["metrics"]["skipped_invalid"] == len(invalid)
+    assert len(lyrics) == 40 and not any(row["valid"] for row in lyrics)
+    assert all(row["errors"][0].startswith("generator: cannot fit a lyric under max_tokens=16") for row in lyrics)
+    assert records["lyrics"]["metrics"]["invalid"] == 40
+    assert records["conditions"]["rows"] == 0 and records["conditions"]["metrics"]["skipped_invalid"] == 40
 
 
 def test_unsupported_language_is_recorded_not_fatal(tmp_path):

@@ -85,9 +85,10 @@ def _retry_after(response: httpx.Response) -> float | None:
 class OpenAIGenerator:
     name = "openai"
 
-    def __init__(self, options: OpenAIOptions, template_dir: Path | None = None):
+    def __init__(self, options: OpenAIOptions, template_dir: Path | None = None, lyric_max_tokens: int = 300):
         self.options = options
         self.template_dir = template_dir
+        self.lyric_max_tokens = lyric_max_tokens  # the round's limit (lyrics.max_tokens)
 
     def _headers(self) -> dict[str, str]:
         # Read at call time so a key rotated between rounds is picked up; never logged.
@@ -175,7 +176,7 @@ class OpenAIGenerator:
             )
 
     def generate(self, requests: list[LyricRequest]) -> list[GeneratedLyric]:
-        return generate_with_retries(requests, self.answers, self.options.max_attempts)
+        return generate_with_retries(requests, self.answers, self.options.max_attempts, self.lyric_max_tokens)
 
     def describe(self) -> dict:
         opts = self.options

@@ -167,7 +167,6 @@ class TemplateOptions(BaseModel):
     wordbank_dir: Path | None = Field(None, description="Folder of word-bank YAML files; None uses the shipped banks.")
     min_sentences: int = Field(4, ge=1, description="Fewest sentences per lyrical section (LeVo's test set: 4).")
     max_sentences: int = Field(7, ge=1, description="Most sentences per lyrical section (LeVo's test set: 7).")
-    max_tokens: int = Field(300, ge=1, description="Limit on format.estimate_tokens; lines are dropped to fit.")
 
     @model_validator(mode="after")
     def _min_le_max(self) -> TemplateOptions:
@@ -181,8 +180,9 @@ class TemplateGenerator:
 
     name = "template"
 
-    def __init__(self, options: TemplateOptions | None = None) -> None:
+    def __init__(self, options: TemplateOptions | None = None, lyric_max_tokens: int = 300) -> None:
         self.options = options or TemplateOptions()
+        self.lyric_max_tokens = lyric_max_tokens  # the round's limit (lyrics.max_tokens); lines are dropped to fit
         wordbank_dir = self.options.wordbank_dir
         self._banks = _SHIPPED if wordbank_dir is None else _Banks(Path(wordbank_dir))
 
@@ -202,9 +202,9 @@ class TemplateGenerator:
         theme = _clean_theme(request.theme) or rng.choice(family.themes)
         song = _Song(rng, family, self._banks.templates, theme, rng.choice(self._banks.forms), self.options)
         text = song.render()
-        while estimate_tokens(text) > self.options.max_tokens:
+        while estimate_tokens(text) > self.lyric_max_tokens:
             if not song.drop_sentence():
-                error = f"cannot fit a lyric under max_tokens={self.options.max_tokens}"
+                error = f"cannot fit a lyric under max_tokens={self.lyric_max_tokens}"
                 return GeneratedLyric(request.lyric_id, "", error=error)
             text = song.render()
         return GeneratedLyric(request.lyric_id, text)

@@ -62,12 +62,13 @@ def plain_chat_text(messages: list[dict]) -> str:
 class TransformersGenerator:
     name = "transformers"
 
-    def __init__(self, options: TransformersOptions, template_dir: Path | None = None):
+    def __init__(self, options: TransformersOptions, template_dir: Path | None = None, lyric_max_tokens: int = 300):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.options = options
         self.template_dir = template_dir
+        self.lyric_max_tokens = lyric_max_tokens  # the round's limit (lyrics.max_tokens)
         self.device = options.device if options.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         # Left padding: generation continues every prompt from the right edge of the batch.
         self.tokenizer = AutoTokenizer.from_pretrained(options.model_dir, local_files_only=True, padding_side="left")
@@ -114,7 +115,7 @@ class TransformersGenerator:
         return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
     def generate(self, requests: list[LyricRequest]) -> list[GeneratedLyric]:
-        return generate_with_retries(requests, self.answers, self.options.max_attempts)
+        return generate_with_retries(requests, self.answers, self.options.max_attempts, self.lyric_max_tokens)
 
     def describe(self) -> dict:
         opts = self.options

@@ -43,7 +43,9 @@ class LyricsStage(Stage):
 
     def plan(self) -> list[ShardSpec]:
         cfg = self.config.lyrics
-        generator = build_generator(cfg.generator)
+        generator = self.generator()
+        if hasattr(generator, "check_endpoint"):
+            generator.check_endpoint()  # an unreachable server fails the stage before any shard starts
         params = {
             "seed": self.config.seed,
             "languages": cfg.languages,
@@ -56,6 +58,9 @@ class LyricsStage(Stage):
             ShardSpec(self.name, i, {"start": start, "stop": min(start + size, cfg.count)}, params)
             for i, start in enumerate(range(0, cfg.count, size))
         ]
+
+    def generator(self):
+        return build_generator(self.config.lyrics.generator, self.config.lyrics.max_tokens)
 
     def requests(self, start: int, stop: int) -> list[LyricRequest]:
         emotions = load_vocabulary(self.config.conditions.vocabulary).emotions
@@ -72,7 +77,7 @@ class LyricsStage(Stage):
 
     def build_shard(self, spec: ShardSpec) -> tuple[pa.Table, dict]:
         requests = self.requests(spec.inputs["start"], spec.inputs["stop"])
-        generator = build_generator(self.config.lyrics.generator)
+        generator = self.generator()
         answers = generator.generate(requests)
         rows, error_codes = [], Counter()
         for request, answer in zip(requests, answers, strict=True):
