@@ -30,12 +30,6 @@ class RoundStore:
     def path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)
 
-    def uri(self, *parts: str) -> str:
-        """A path other tools can open: local paths stay plain, remote ones keep their protocol."""
-        path = self.path(*parts)
-        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
-        return path if protocol in ("file", "local") else f"{protocol}://{path}"
-
     def exists(self, *parts: str) -> bool:
         return self.fs.exists(self.path(*parts))
 

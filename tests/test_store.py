@@ -33,4 +33,3 @@ def test_fsspec_url_round_trip():
     store.write_table("lyrics/s.parquet", pa.table({"x": [1, 2, 3]}))
     assert store.read_json("manifest.json") == {"a": 1}
     assert store.read_table("lyrics/s.parquet").num_rows == 3
-    assert store.uri("lyrics", "s.parquet").startswith("memory://")

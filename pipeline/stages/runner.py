@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import posixpath
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from pipeline.config import STAGES, RoundConfig
 from pipeline.manifest import update_stage
@@ -99,8 +99,3 @@ def run_stage_locally(
             on_shard(result)
     return finish_stage(stage, specs, results, errors, started)
 
-
-def iter_stage_tables(store: RoundStore, stage: str, columns: list[str] | None = None) -> Iterable:
-    """The stage's shards as Arrow tables, in shard order."""
-    for relpath in store.list_files(stage, ".parquet"):
-        yield relpath, store.read_table(relpath, columns=columns)
