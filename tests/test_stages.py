@@ -132,3 +132,22 @@ def test_conditions_need_finished_lyrics(tmp_path):
     open_round(store, config)
     with pytest.raises(RuntimeError, match="stage 'lyrics' must be done first"):
         run_stage_locally("conditions", config, store)
+
+
+def test_unreachable_lyrics_endpoint_fails_the_stage_cleanly(tmp_path):
+    import socket
+
+    from pipeline.lyrics.llm_common import LyricsBackendError
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    generator = {"backend": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m", "max_retries": 1, "backoff_s": 0.01}
+    config = RoundConfig.model_validate({"lyrics": {"count": 8, "generator": generator}})
+    store = RoundStore(str(tmp_path))
+    open_round(store, config)
+    with pytest.raises(LyricsBackendError, match=f"cannot reach OpenAI-compatible endpoint at http://127.0.0.1:{port}/v1"):
+        run_stage_locally("lyrics", config, store)
+    record = read_manifest(store)["stages"]["lyrics"]
+    assert record["status"] == "failed" and f"127.0.0.1:{port}" in record["errors"][0]
+    assert not (tmp_path / "lyrics").exists()

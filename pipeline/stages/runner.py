@@ -52,7 +52,11 @@ def stages_until(until: str | None) -> list[str]:
 def start_stage(stage: Stage) -> tuple[list[ShardSpec], float]:
     """Plan, clear temporaries a crash left, and mark the stage running."""
     started = time.perf_counter()
-    specs = stage.plan()
+    try:
+        specs = stage.plan()
+    except Exception as exc:  # e.g. an unreachable LLM endpoint: say so in the manifest, write nothing else
+        update_stage(stage.store, stage.name, status="failed", errors=[f"{type(exc).__name__}: {exc}"])
+        raise
     stage.store.remove_temporaries(stage.name)
     update_stage(stage.store, stage.name, status="running", shards=len(specs))
     return specs, started
