@@ -1,0 +1,1 @@
+"""The embedded LeVo-shaped tiny song model: symbolic score, codec, composer and renderer."""
