@@ -1,0 +1,263 @@
+"""TinyLeLM: a miniature of LeVo's LeLM (a decoder-only LM plus a shallower AR decoder).
+
+- LM (Llama blocks, causal) over [conditioning prefix ; 3 header tokens ; mixed stream]:
+  predicts the header, then the mixed token of each frame, then EOS (an extra mixed id,
+  `config.mixed_eos`, not in the codec). Its hidden state at mixed token t is h_t.
+- AR decoder (fewer Llama blocks, causal over frames) predicts the dual-track tokens (vocals,
+  accompaniment) of frame t with two heads. Its input at frame t is
+  cond_proj(h_{t+k}) + emb(vocals[t-1]) + emb(accompaniment[t-1]) (a learned BOS at t=0), so
+  frame t sees the LM states up to frame t+k (`config.delay`); past the song's end the LM
+  state is a learned `end_pad` vector.
+- Progressive training: stage 1 trains the LM (header + mixed losses), stage 2 trains the
+  AR decoder with the LM frozen (dual-track losses), stage 0 everything.
+Every batch entry is its own right-padded sequence, so prefixes and songs may differ in length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+from transformers import LlamaConfig, LlamaModel, PretrainedConfig, PreTrainedModel
+from transformers.cache_utils import DynamicCache
+from transformers.utils import ModelOutput
+
+from pipeline.models.tiny.codec import ACCOMPANIMENT_SIZE, HEADER_SIZE, MAX_WORDS, MIXED_SIZE, VOCAL_SIZE
+from pipeline.models.tiny.conditioning import N_KINDS, encode_condition, tag_vocab_size
+
+STREAMS = ("header", "mixed", "vocals", "accompaniment")
+HEADER_KIND, MIXED_KIND = N_KINDS, N_KINDS + 1  # segment ids of the LM's non-prefix tokens
+HEADER_LEN = 3
+LM_PREFIXES = ("kind_emb", "position_emb", "word_emb", "tag_emb", "header_emb", "mixed_emb", "lm.", "header_head",
+               "mixed_head")  # fmt: skip
+
+
+class TinyLeLMConfig(PretrainedConfig):
+    model_type = "tiny_lelm"
+
+    def __init__(self, hidden_size=128, lm_layers=3, decoder_layers=1, num_heads=4, intermediate_size=256,
+                 header_vocab=HEADER_SIZE, mixed_vocab=MIXED_SIZE, vocals_vocab=VOCAL_SIZE,
+                 accompaniment_vocab=ACCOMPANIMENT_SIZE, delay=2, max_prefix=640, max_frames=1024,
+                 tag_buckets=512, word_buckets=4096, initializer_range=0.02, **kwargs):  # fmt: skip
+        self.hidden_size, self.lm_layers, self.decoder_layers = hidden_size, lm_layers, decoder_layers
+        self.num_heads, self.intermediate_size = num_heads, intermediate_size
+        self.header_vocab, self.mixed_vocab = header_vocab, mixed_vocab
+        self.vocals_vocab, self.accompaniment_vocab = vocals_vocab, accompaniment_vocab
+        self.delay, self.max_prefix, self.max_frames = delay, max_prefix, max_frames
+        self.tag_buckets, self.word_buckets, self.initializer_range = tag_buckets, word_buckets, initializer_range
+        super().__init__(**kwargs)
+
+    @property
+    def mixed_eos(self) -> int:
+        return self.mixed_vocab
+
+    def llama(self, layers: int) -> LlamaConfig:
+        return LlamaConfig(vocab_size=1, hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
+                           num_hidden_layers=layers, num_attention_heads=self.num_heads,
+                           num_key_value_heads=self.num_heads, attention_dropout=0.0,
+                           max_position_embeddings=self.max_prefix + HEADER_LEN + self.max_frames + 1,
+                           bos_token_id=None, eos_token_id=None, pad_token_id=None)  # fmt: skip
+
+
+@dataclass
+class TinyLeLMOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    losses: dict | None = None  # stream -> mean cross-entropy
+    logits: dict | None = None  # stream -> [B, n, V]; mixed has T+1 positions (the last one is EOS)
+    targets: dict | None = None  # stream -> [B, n], -100 at padding
+
+
+class TinyLeLM(PreTrainedModel):
+    config_class = TinyLeLMConfig
+    base_model_prefix = "lelm"
+    _no_split_modules: list[str] = []
+
+    def __init__(self, config: TinyLeLMConfig):
+        super().__init__(config)
+        d = config.hidden_size
+        self.kind_emb = nn.Embedding(N_KINDS + 2, d)
+        self.position_emb = nn.Embedding(MAX_WORDS + 1, d)  # the copy vocabulary: lyric word positions
+        self.word_emb = nn.Embedding(config.word_buckets, d)
+        self.tag_emb = nn.Embedding(tag_vocab_size(config.tag_buckets), d)
+        self.header_emb = nn.Embedding(config.header_vocab, d)
+        self.mixed_emb = nn.Embedding(config.mixed_vocab + 1, d)
+        self.lm = LlamaModel(config.llama(config.lm_layers))
+        self.header_head = nn.Linear(d, config.header_vocab)
+        self.mixed_head = nn.Linear(d, config.mixed_vocab + 1)
+        self.cond_proj = nn.Linear(d, d)
+        self.end_pad = nn.Parameter(torch.zeros(d))
+        self.dual_bos = nn.Parameter(torch.zeros(d))
+        self.vocals_emb = nn.Embedding(config.vocals_vocab, d)
+        self.accompaniment_emb = nn.Embedding(config.accompaniment_vocab, d)
+        self.decoder = LlamaModel(config.llama(config.decoder_layers))
+        self.vocals_head = nn.Linear(d, config.vocals_vocab)
+        self.accompaniment_head = nn.Linear(d, config.accompaniment_vocab)
+        self.training_stage = 0
+        self.post_init()
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if module is self:
+            nn.init.normal_(self.end_pad, std=self.config.initializer_range)
+            nn.init.normal_(self.dual_bos, std=self.config.initializer_range)
+
+    # ---- progressive training -------------------------------------------------------------
+    def is_lm_param(self, name: str) -> bool:
+        return name.startswith(LM_PREFIXES)
+
+    def set_training_stage(self, stage: int) -> "TinyLeLM":
+        """0: train everything; 1: the LM only (header + mixed); 2: the AR decoder, LM frozen."""
+        self.training_stage = stage
+        for name, p in self.named_parameters():
+            p.requires_grad_(stage == 0 or (stage == 1) == self.is_lm_param(name))
+        return self
+
+    # ---- conditioning ---------------------------------------------------------------------
+    def encode_condition(self, condition: dict) -> dict[str, torch.Tensor]:
+        c = self.config
+        return encode_condition(condition, c.tag_buckets, c.word_buckets, c.max_prefix)
+
+    def prefix_embeds(self, condition: dict) -> torch.Tensor:
+        enc = {k: v.to(self.device) for k, v in self.encode_condition(condition).items()}
+        return (self.kind_emb(enc["kind"]) + self.position_emb(enc["position"]) + self.word_emb(enc["word"])
+                + self.tag_emb(enc["tag"]))  # fmt: skip
+
+    # ---- teacher forcing ------------------------------------------------------------------
+    def forward(self, conditions: list[dict], tokens: list[dict], training_stage: int | None = None) -> TinyLeLMOutput:
+        """Logits of every stream by teacher forcing; `tokens` are the labels. The loss is the
+        sum of the stage's per-stream mean cross-entropies (stage 1: header + mixed; 2: vocals
+        + accompaniment; 0: all four)."""
+        stage = self.training_stage if training_stage is None else training_stage
+        dev, c, k = self.device, self.config, self.config.delay
+        seqs, targets = [], {s: [] for s in STREAMS}
+        prefix_lens, lengths = [], []
+        for cond, tok in zip(conditions, tokens):
+            prefix = self.prefix_embeds(cond)
+            header = torch.as_tensor(tok["header"], dtype=torch.long, device=dev)
+            mixed = torch.as_tensor(tok["mixed"], dtype=torch.long, device=dev)
+            seqs.append(torch.cat([prefix, self.header_emb(header) + self.kind_emb.weight[HEADER_KIND],
+                                   self.mixed_emb(mixed) + self.kind_emb.weight[MIXED_KIND]]))  # fmt: skip
+            prefix_lens.append(len(prefix))
+            lengths.append(len(mixed))
+            targets["header"].append(header)
+            targets["mixed"].append(torch.cat([mixed, mixed.new_tensor([c.mixed_eos])]))
+            for s in ("vocals", "accompaniment"):
+                targets[s].append(torch.as_tensor(tok[s], dtype=torch.long, device=dev))
+        targets = {s: pad_sequence(v, batch_first=True, padding_value=-100) for s, v in targets.items()}
+        plen, n = torch.tensor(prefix_lens, device=dev), torch.tensor(lengths, device=dev)
+        tmax = int(n.max()) if len(lengths) else 0
+        with torch.set_grad_enabled(torch.is_grad_enabled() and stage != 2):
+            # Right padding and a causal mask: no real token ever attends to a pad.
+            hidden = self.lm(inputs_embeds=pad_sequence(seqs, batch_first=True)).last_hidden_state
+        last, d = hidden.shape[1] - 1, hidden.shape[2]
+
+        def gather(offsets: torch.Tensor) -> torch.Tensor:
+            idx = (plen[:, None] + offsets[None]).clamp(max=last)
+            return hidden.gather(1, idx[..., None].expand(-1, -1, d))
+
+        ar = torch.arange(tmax + k + 1, device=dev)
+        logits = {"header": self.header_head(gather(ar[:HEADER_LEN] - 1)),
+                  "mixed": self.mixed_head(gather(ar[: tmax + 1] + HEADER_LEN - 1))}  # fmt: skip
+        frames = gather(ar[k : k + tmax] + HEADER_LEN)  # h_{t+k} for decoder frame t
+        inside = (ar[k : k + tmax][None] < n[:, None])[..., None]
+        cond = torch.where(inside, self.cond_proj(frames), self.end_pad)
+        dual = logits | self._decode(cond, targets["vocals"].clamp(min=0), targets["accompaniment"].clamp(min=0))
+        losses = {s: F.cross_entropy(dual[s].flatten(0, 1), targets[s].flatten(), ignore_index=-100) for s in STREAMS}
+        used = {1: ("header", "mixed"), 2: ("vocals", "accompaniment")}.get(stage, STREAMS)
+        return TinyLeLMOutput(loss=sum(losses[s] for s in used), losses=losses, logits=dual, targets=targets)
+
+    def _decode(self, cond: torch.Tensor, vocals: torch.Tensor, accompaniment: torch.Tensor) -> dict:
+        prev = self.vocals_emb(vocals[:, :-1]) + self.accompaniment_emb(accompaniment[:, :-1])
+        prev = torch.cat([self.dual_bos.expand(len(cond), 1, -1), prev], dim=1)
+        out = self.decoder(inputs_embeds=cond + prev).last_hidden_state
+        return {"vocals": self.vocals_head(out), "accompaniment": self.accompaniment_head(out)}
+
+    def stream_logprobs(self, conditions: list[dict], tokens: list[dict], per_token: bool = False) -> dict:
+        """Log-probability of each song under its condition, per stream: [B] sums, or with
+        per_token [B, n] tensors (0 at padding). "mixed" includes the final EOS token."""
+        out = self.forward(conditions, tokens)
+        result = {}
+        for s in STREAMS:
+            target = out.targets[s]
+            lp = out.logits[s].log_softmax(-1).gather(-1, target.clamp(min=0)[..., None])[..., 0]
+            lp = lp.masked_fill(target < 0, 0.0)
+            result[s] = lp if per_token else lp.sum(1)
+        return result
+
+    # ---- sampling -------------------------------------------------------------------------
+    @staticmethod
+    def _draw(logits, gens, temperature, top_k, top_p, active=None) -> torch.Tensor:
+        """One token per row; rows not `active` get 0 without touching their generator, so a
+        candidate's draws do not depend on when the other candidates of its batch end."""
+        if temperature <= 0:
+            return logits.argmax(-1)
+        logits = logits.float() / temperature
+        if top_k and top_k < logits.shape[-1]:
+            kth = logits.topk(top_k, dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if top_p < 1.0:
+            sorted_logits, order = logits.sort(-1, descending=True)
+            probs = sorted_logits.softmax(-1)
+            drop = probs.cumsum(-1) - probs > top_p  # keeps the smallest prefix reaching top_p
+            logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+        probs = logits.softmax(-1).cpu()
+        active = [True] * len(gens) if active is None else active.tolist()
+        picks = [torch.multinomial(probs[i], 1, generator=g) if on else torch.zeros(1, dtype=torch.long)
+                 for i, (g, on) in enumerate(zip(gens, active))]  # fmt: skip
+        return torch.cat(picks).to(logits.device)
+
+    @torch.no_grad()
+    def sample_batch(self, condition: dict, seeds: list[int], temperature: float = 1.0, top_k: int = 0,
+                     top_p: float = 1.0, max_frames: int | None = None) -> list[dict[str, list[int]]]:  # fmt: skip
+        """One song per seed for one condition; each candidate draws from its own seeded
+        torch.Generator. The LM runs first with a KV cache (header, then mixed until EOS or
+        max_frames), then the AR decoder with a KV cache over the delayed LM states: the same
+        distribution as interleaving them, as the LM never reads the dual-track tokens."""
+        c, k, b = self.config, self.config.delay, len(seeds)
+        gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        draw = lambda logits, on=None: self._draw(logits, gens, temperature, top_k, top_p, on)  # noqa: E731
+        max_frames = min(max_frames or c.max_frames, c.max_frames)
+        cache = DynamicCache(config=self.lm.config)
+        step = lambda x, mod: mod(inputs_embeds=x[:, None], cache=cache, use_cache=True).last_hidden_state[:, -1]  # noqa
+        prefix = self.prefix_embeds(condition)[None].expand(b, -1, -1)
+        h = self.lm(inputs_embeds=prefix, cache=cache, use_cache=True).last_hidden_state[:, -1]
+        header = []
+        for _ in range(HEADER_LEN):
+            header.append(draw(self.header_head(h)))
+            h = step(self.header_emb(header[-1]) + self.kind_emb.weight[HEADER_KIND], self.lm)
+        mixed, frames = [], []
+        length = torch.full((b,), max_frames, dtype=torch.long, device=self.device)
+        done = torch.zeros(b, dtype=torch.bool, device=self.device)
+        for t in range(max_frames):
+            logits = self.mixed_head(h)
+            if t == 0:
+                logits[:, c.mixed_eos] = float("-inf")  # no empty songs
+            tok = draw(logits, ~done)
+            ended = (tok == c.mixed_eos) & ~done
+            length[ended], done = t, done | ended
+            if bool(done.all()):
+                break
+            mixed.append(tok.masked_fill(done, 0))
+            h = step(self.mixed_emb(mixed[-1]) + self.kind_emb.weight[MIXED_KIND], self.lm)
+            frames.append(h)
+        cache = DynamicCache(config=self.decoder.config)
+        prev = self.dual_bos.expand(b, -1)
+        vocals, accompaniment = [], []
+        for t in range(int(length.max())):
+            state = self.cond_proj(frames[t + k]) if t + k < len(frames) else self.end_pad.expand(b, -1)
+            state = torch.where((t + k < length)[:, None], state, self.end_pad)
+            out = step(state + prev, self.decoder)
+            vocals.append(draw(self.vocals_head(out), t < length))
+            accompaniment.append(draw(self.accompaniment_head(out), t < length))
+            prev = self.vocals_emb(vocals[-1]) + self.accompaniment_emb(accompaniment[-1])
+        stack = lambda xs: torch.stack(xs, 1).tolist() if xs else [[] for _ in range(b)]  # noqa: E731
+        streams = dict(zip(STREAMS, map(stack, (header, mixed, vocals, accompaniment))))
+        cut = [int(n) for n in length]
+        return [{s: streams[s][i][: HEADER_LEN if s == "header" else cut[i]] for s in STREAMS} for i in range(b)]
+
+    def sample(self, condition: dict, seed: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+               max_frames: int | None = None) -> dict[str, list[int]]:  # fmt: skip
+        return self.sample_batch(condition, [seed], temperature, top_k, top_p, max_frames)[0]
