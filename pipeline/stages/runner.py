@@ -70,7 +70,7 @@ def finish_stage(stage: Stage, specs: list[ShardSpec], results: list[ShardResult
     fields = {
         "rows": sum(r.rows for r in results),
         "seconds": seconds,
-        "inputs": {posixpath.basename(s.filename): {"inputs": s.inputs, "params_digest": s.key} for s in specs},
+        "inputs": {posixpath.basename(s.filename): {"inputs": s.inputs, "key": s.key} for s in specs},
         "metrics": {
             **stage.summarize(results),
             "shards_built": sum(not r.skipped for r in results),
