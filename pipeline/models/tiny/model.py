@@ -126,6 +126,15 @@ class TinyLeLM(PreTrainedModel):
                 + self.tag_emb(enc["tag"]))  # fmt: skip
 
     # ---- teacher forcing ------------------------------------------------------------------
+    def lm_input(self, condition: dict, tokens: dict) -> tuple[torch.Tensor, int]:
+        """The LM's input embeddings [prefix ; header ; mixed] for one song, and the prefix length."""
+        prefix = self.prefix_embeds(condition)
+        header = torch.as_tensor(tokens["header"], dtype=torch.long, device=self.device)
+        mixed = torch.as_tensor(tokens["mixed"], dtype=torch.long, device=self.device)
+        seq = torch.cat([prefix, self.header_emb(header) + self.kind_emb.weight[HEADER_KIND],
+                         self.mixed_emb(mixed) + self.kind_emb.weight[MIXED_KIND]])  # fmt: skip
+        return seq, len(prefix)
+
     def forward(self, conditions: list[dict], tokens: list[dict], training_stage: int | None = None) -> TinyLeLMOutput:
         """Logits of every stream by teacher forcing; `tokens` are the labels. The loss is the
         sum of the stage's per-stream mean cross-entropies (stage 1: header + mixed; 2: vocals
@@ -135,12 +144,11 @@ class TinyLeLM(PreTrainedModel):
         seqs, targets = [], {s: [] for s in STREAMS}
         prefix_lens, lengths = [], []
         for cond, tok in zip(conditions, tokens):
-            prefix = self.prefix_embeds(cond)
+            seq, prefix_len = self.lm_input(cond, tok)
+            seqs.append(seq)
+            prefix_lens.append(prefix_len)
             header = torch.as_tensor(tok["header"], dtype=torch.long, device=dev)
             mixed = torch.as_tensor(tok["mixed"], dtype=torch.long, device=dev)
-            seqs.append(torch.cat([prefix, self.header_emb(header) + self.kind_emb.weight[HEADER_KIND],
-                                   self.mixed_emb(mixed) + self.kind_emb.weight[MIXED_KIND]]))  # fmt: skip
-            prefix_lens.append(len(prefix))
             lengths.append(len(mixed))
             targets["header"].append(header)
             targets["mixed"].append(torch.cat([mixed, mixed.new_tensor([c.mixed_eos])]))
@@ -164,12 +172,13 @@ class TinyLeLM(PreTrainedModel):
         frames = gather(ar[k : k + tmax] + HEADER_LEN)  # h_{t+k} for decoder frame t
         inside = (ar[k : k + tmax][None] < n[:, None])[..., None]
         cond = torch.where(inside, self.cond_proj(frames), self.end_pad)
-        dual = logits | self._decode(cond, targets["vocals"].clamp(min=0), targets["accompaniment"].clamp(min=0))
+        dual = logits | self.dual_track_logits(cond, targets["vocals"].clamp(min=0), targets["accompaniment"].clamp(min=0))
         losses = {s: F.cross_entropy(dual[s].flatten(0, 1), targets[s].flatten(), ignore_index=-100) for s in STREAMS}
         used = {1: ("header", "mixed"), 2: ("vocals", "accompaniment")}.get(stage, STREAMS)
         return TinyLeLMOutput(loss=sum(losses[s] for s in used), losses=losses, logits=dual, targets=targets)
 
-    def _decode(self, cond: torch.Tensor, vocals: torch.Tensor, accompaniment: torch.Tensor) -> dict:
+    def dual_track_logits(self, cond: torch.Tensor, vocals: torch.Tensor, accompaniment: torch.Tensor) -> dict:
+        """The AR decoder by teacher forcing: cond [B, T, d] (delayed LM states), previous tokens shifted in."""
         prev = self.vocals_emb(vocals[:, :-1]) + self.accompaniment_emb(accompaniment[:, :-1])
         prev = torch.cat([self.dual_bos.expand(len(cond), 1, -1), prev], dim=1)
         out = self.decoder(inputs_embeds=cond + prev).last_hidden_state

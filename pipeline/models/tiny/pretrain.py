@@ -33,7 +33,7 @@ from pipeline.lyrics.format import VOCAL_TAGS, split_sections, validate_lyrics
 from pipeline.lyrics.template import THEMES, TemplateGenerator, TemplateOptions, mood_family
 from pipeline.models.tiny.codec import SymbolicCodec, lyric_words, word_error_rate
 from pipeline.models.tiny.composer import SCALES, compose, mode_for
-from pipeline.models.tiny.model import HEADER_KIND, HEADER_LEN, MIXED_KIND, TinyLeLM, TinyLeLMConfig
+from pipeline.models.tiny.model import HEADER_LEN, TinyLeLM, TinyLeLMConfig
 from pipeline.vocab import load_vocabulary, tempo_bucket
 
 CODEC = SymbolicCodec()
@@ -134,14 +134,7 @@ def _batches(n: int, size: int, rng: random.Random):
 
 def _lm_pass(model: TinyLeLM, conditions: list[dict], tokens: list[dict]):
     """The LM over [prefix ; header ; mixed] for a right-padded batch: (hidden, prefix lengths)."""
-    seqs, plens = [], []
-    for cond, tok in zip(conditions, tokens):
-        prefix = model.prefix_embeds(cond)
-        header = torch.as_tensor(tok["header"], dtype=torch.long, device=model.device)
-        mixed = torch.as_tensor(tok["mixed"], dtype=torch.long, device=model.device)
-        seqs.append(torch.cat([prefix, model.header_emb(header) + model.kind_emb.weight[HEADER_KIND],
-                               model.mixed_emb(mixed) + model.kind_emb.weight[MIXED_KIND]]))  # fmt: skip
-        plens.append(len(prefix))
+    seqs, plens = zip(*(model.lm_input(cond, tok) for cond, tok in zip(conditions, tokens)))
     return model.lm(inputs_embeds=pad_sequence(seqs, batch_first=True)).last_hidden_state, plens
 
 
@@ -189,7 +182,7 @@ def decoder_losses(model: TinyLeLM, states: list[torch.Tensor], tokens: list[dic
     cond = torch.where(inside, model.cond_proj(frames), model.end_pad)
     targets = {s: pad_sequence([torch.as_tensor(t[s], dtype=torch.long, device=model.device) for t in tokens],
                                batch_first=True, padding_value=-100) for s in ("vocals", "accompaniment")}  # fmt: skip
-    logits = model._decode(cond, targets["vocals"].clamp(min=0), targets["accompaniment"].clamp(min=0))
+    logits = model.dual_track_logits(cond, targets["vocals"].clamp(min=0), targets["accompaniment"].clamp(min=0))
     return {s: F.cross_entropy(logits[s].flatten(0, 1), targets[s].flatten(), ignore_index=-100) for s in targets}
 
 
