@@ -62,7 +62,7 @@ def stage_flow(round_url: str, config: dict, stage_name: str) -> dict:
     results.sort(key=lambda r: r.filename)
     record = finish_stage(stage, specs, results, errors, started)
     create_markdown_artifact(
-        key=f"{stage_name}-summary", markdown=_summary_markdown(stage_name, record), description=f"{stage_name} stage"
+        key=f"{stage_name.replace('/', '-')}-summary", markdown=_summary_markdown(stage_name, record), description=f"{stage_name} stage"
     )
     _report("finish", stage_name, record)
     if errors:

@@ -64,7 +64,7 @@ def open_round(store: RoundStore, config: RoundConfig) -> dict:
         updated_at=_now(),
     )
     manifest.setdefault("created_at", _now())
-    manifest["stages"] = {name: manifest["stages"][name] for name in STAGES if name in manifest["stages"]}
+    manifest["stages"] = _in_stage_order(manifest["stages"])
     store.write_json(MANIFEST, manifest)
     return manifest
 
@@ -74,9 +74,15 @@ def update_stage(store: RoundStore, stage: str, **fields) -> dict:
     manifest = read_manifest(store)
     record = manifest["stages"].setdefault(stage, {})
     record.update(fields, updated_at=_now())
-    manifest["stages"] = {name: manifest["stages"][name] for name in STAGES if name in manifest["stages"]}
+    manifest["stages"] = _in_stage_order(manifest["stages"])
     store.write_json(MANIFEST, manifest)
     return record
+
+
+def _in_stage_order(records: dict) -> dict:
+    """Stage records in pipeline order; a part ("scores/per") sorts under its stage."""
+    order = lambda name: (STAGES.index(name.split("/")[0]) if name.split("/")[0] in STAGES else len(STAGES), name)  # noqa: E731
+    return {name: records[name] for name in sorted(records, key=order)}
 
 
 def finished_outputs(store, stage: str) -> list[str]:

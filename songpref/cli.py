@@ -55,22 +55,26 @@ def round_run(
     config: ConfigOpt,
     out: Annotated[str, typer.Option("--out", "-o", help="Round directory: a local path or an fsspec URL.")],
     until: Annotated[Optional[str], typer.Option(help=f"Last stage to run, one of: {', '.join(STAGES)}. Default: every built stage.")] = None,
-    only: Annotated[Optional[str], typer.Option(help="Run just this stage (its inputs must be done).")] = None,
+    only: Annotated[Optional[str], typer.Option(help="Run just this stage or stage part, e.g. scores/per (its inputs must be done).")] = None,
     set_: SetOpt = None,
 ) -> None:
     """Run a round's stages in order; finished shards are skipped, so a rerun resumes."""
-    from songpref.progress import RoundProgress
-    from pipeline.stages.runner import stages_until
+    from pipeline.stages.runner import stage_class, stage_parts, stages_until
 
     cfg = _load(config, set_)
     try:
-        stages = [only] if only else stages_until(until)
-        if only:
-            stages_until(only)  # checks the name and that it is built
+        stages = stage_parts(only) if only else stages_until(until)
+        for name in stages:
+            stage_class(name)  # checks the name and that it is built
     except (ValueError, NotImplementedError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
+    _run(out, cfg, stages)
+
+
+def _run(out: str, cfg: RoundConfig, stages: list[str]) -> None:
     from flows.round import run_round
+    from songpref.progress import RoundProgress
 
     with RoundProgress(console) as progress:
         try:
@@ -101,7 +105,9 @@ def _print_status(round_dir: str) -> None:
     table = Table(title=f"round {manifest['config']['name']} · config {manifest['config_hash'][:12]} · seed {manifest['seed']}")
     for column in ("stage", "status", "rows", "seconds", "metrics"):
         table.add_column(column)
-    for name in STAGES:
+    from pipeline.stages.runner import stage_parts
+
+    for name in (part for stage in STAGES for part in stage_parts(stage)):
         record = manifest["stages"].get(name)
         if record is None:
             table.add_row(name, "[dim]not run[/dim]", "", "", "")

@@ -87,7 +87,7 @@ def test_config_error_names_file_key_and_problem(tmp_path):
 
 def test_until_an_unbuilt_stage_is_refused_up_front(tmp_path):
     result = songpref("round", "run", "--config", TINY, "--out", tmp_path / "r", "--until", "sweep")
-    assert result.returncode == 2 and "not built yet" in result.stderr
+    assert result.returncode == 2 and "not built yet" in " ".join(result.stderr.split())
     result = songpref("round", "run", "--config", TINY, "--out", tmp_path / "r", "--until", "lyricz")
     assert result.returncode == 2 and "not a stage" in result.stderr
 

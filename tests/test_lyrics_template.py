@@ -154,8 +154,8 @@ def test_token_limit_drops_sentences_deterministically():
 
 def test_options_are_checked():
     assert TemplateOptions().model_dump() == {"backend": "template", "wordbank_dir": None, "min_sentences": 4,
-                                              "max_sentences": 7}  # fmt: skip
-    for bad in ({"min_sentences": 5, "max_sentences": 4}, {"min_sentences": 0}, {"max_tokens": 300}, {"extra": 1}):
+                                              "max_sentences": 7, "max_sections": None}  # fmt: skip
+    for bad in ({"min_sentences": 5, "max_sentences": 4}, {"min_sentences": 0}, {"max_sections": 0}, {"max_tokens": 300}, {"extra": 1}):
         with pytest.raises(ValidationError):
             TemplateOptions(**bad)
     short = TemplateGenerator(TemplateOptions(min_sentences=2, max_sentences=3))
@@ -213,3 +213,12 @@ def test_describe_digests_the_banks(gen, banks):
     (banks / "calm.yaml").write_text((banks / "calm.yaml").read_text() + "\n# edited\n")
     edited = TemplateGenerator(TemplateOptions(wordbank_dir=banks)).describe()
     assert edited["wordbanks_digest"] != shipped["wordbanks_digest"]
+
+
+def test_max_sections_keeps_the_form_start_with_a_sung_section():
+    short = TemplateGenerator(TemplateOptions(min_sentences=1, max_sentences=2, max_sections=2))
+    for text in write(short, *(request(seed) for seed in range(40))):
+        sections = split_sections(text)
+        assert 2 <= len(sections) <= 3 and any(s.tag in VOCAL_TAGS for s in sections)
+        assert sections[-1].tag in VOCAL_TAGS  # extended only as far as the first sung section
+        assert validate_lyrics(text) == []

@@ -167,6 +167,9 @@ class TemplateOptions(BaseModel):
     wordbank_dir: Path | None = Field(None, description="Folder of word-bank YAML files; None uses the shipped banks.")
     min_sentences: int = Field(4, ge=1, description="Fewest sentences per lyrical section (LeVo's test set: 4).")
     max_sentences: int = Field(7, ge=1, description="Most sentences per lyrical section (LeVo's test set: 7).")
+    max_sections: int | None = Field(
+        None, ge=1, description="Keep only the first K sections of a song form (short songs); None = whole form."
+    )
 
     @model_validator(mode="after")
     def _min_le_max(self) -> TemplateOptions:
@@ -200,7 +203,8 @@ class TemplateGenerator:
         rng = Random(request.seed)
         family = self._banks.families[self._banks.family(request.emotion)]
         theme = _clean_theme(request.theme) or rng.choice(family.themes)
-        song = _Song(rng, family, self._banks.templates, theme, rng.choice(self._banks.forms), self.options)
+        form = _first_sections(rng.choice(self._banks.forms), self.options.max_sections)
+        song = _Song(rng, family, self._banks.templates, theme, form, self.options)
         text = song.render()
         while estimate_tokens(text) > self.lyric_max_tokens:
             if not song.drop_sentence():
@@ -208,6 +212,15 @@ class TemplateGenerator:
                 return GeneratedLyric(request.lyric_id, "", error=error)
             text = song.render()
         return GeneratedLyric(request.lyric_id, text)
+
+
+def _first_sections(form: tuple[str, ...], k: int | None) -> tuple[str, ...]:
+    """The first k sections of a form, extended until it holds a sung one."""
+    if k is None:
+        return form
+    while k < len(form) and not {"verse", "chorus", "bridge"}.intersection(form[:k]):
+        k += 1
+    return form[:k]
 
 
 def _clean_theme(theme: str) -> str:

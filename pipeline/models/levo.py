@@ -98,6 +98,7 @@ class LevoSongModel:
     """Runs SongGeneration's generate.py per seed group; see the module docstring."""
 
     name = "levo"
+    options_class = LevoOptions
 
     def __init__(self, options: LevoOptions) -> None:
         self.options = options

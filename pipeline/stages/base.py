@@ -62,8 +62,9 @@ class Stage(ABC):
     def build_shard(self, spec: ShardSpec) -> tuple[pa.Table, dict]:
         """The shard's rows and per-shard metrics (counts of skipped or failed items, ...)."""
 
-    def summarize(self, results: list[ShardResult]) -> dict:
-        """Stage metrics for the manifest; by default the per-shard counts summed."""
+    def summarize(self, results: list[ShardResult], seconds: float) -> dict:
+        """Stage metrics for the manifest (`seconds`: the stage's wall time); by default the
+        per-shard counts summed."""
         totals: dict[str, float] = {}
         for result in results:
             for name, value in result.metrics.items():

@@ -97,8 +97,8 @@ class ConditionsStage(Stage):
         }
         return pa.Table.from_pylist(rows, schema=SCHEMA), metrics
 
-    def summarize(self, results) -> dict:
-        metrics = super().summarize(results)
+    def summarize(self, results, seconds: float) -> dict:
+        metrics = super().summarize(results, seconds)
         library = self.library()
         if library:
             metrics["prompt_clips_usable"] = len(library.clips)

@@ -107,8 +107,8 @@ class LyricsStage(Stage):
         metrics = {"valid": valid, "invalid": len(rows) - valid, **{f"error.{k}": v for k, v in error_codes.items()}}
         return pa.Table.from_pylist(rows, schema=SCHEMA), metrics
 
-    def summarize(self, results) -> dict:
-        metrics = super().summarize(results)
+    def summarize(self, results, seconds: float) -> dict:
+        metrics = super().summarize(results, seconds)
         metrics["duplicates"] = len(duplicate_lyric_ids(self.store, [r.filename for r in results]))
         return metrics
 

@@ -12,41 +12,49 @@ from pipeline.stages.base import ShardResult, ShardSpec, Stage
 from pipeline.store import RoundStore
 
 
+# A stage with parts runs them in order, each its own manifest record and output folder.
+PARTS = {"scores": ("scores/per", "scores/similarity")}
+
+
+def stage_parts(name: str) -> list[str]:
+    """What runs for a stage name: its parts (scores -> scores/per, scores/similarity) or itself."""
+    return list(PARTS.get(name, (name,)))
+
+
 def stage_class(name: str) -> type[Stage]:
+    from pipeline.stages.candidates import CandidatesStage
     from pipeline.stages.conditions import ConditionsStage
     from pipeline.stages.lyrics import LyricsStage
 
-    built = {"lyrics": LyricsStage, "conditions": ConditionsStage}
-    if name not in STAGES:
+    built = {"lyrics": LyricsStage, "conditions": ConditionsStage, "candidates": CandidatesStage}
+    known = set(STAGES) | {part for parts in PARTS.values() for part in parts}
+    if name not in known:
         raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(STAGES)}")
     if name not in built:
         raise NotImplementedError(f"stage {name!r} is not built yet; built stages: {', '.join(built)}")
     return built[name]
 
 
-def built_stages() -> list[str]:
-    names = []
-    for name in STAGES:
-        try:
-            stage_class(name)
-        except NotImplementedError:
-            break
-        names.append(name)
-    return names
+def is_built(name: str) -> bool:
+    try:
+        return all(stage_class(part) for part in stage_parts(name))
+    except NotImplementedError:
+        return False
 
 
 def stages_until(until: str | None) -> list[str]:
-    """The stages to run, in order, up to `until` (inclusive) or as far as stages are built."""
-    built = built_stages()
+    """The stage parts to run, in order, up to `until` (inclusive) or as far as stages are built."""
+    built = [name for name in STAGES if is_built(name)]
     if until is None:
-        return built
-    if until not in STAGES:
+        wanted = [name for name in STAGES[: len(built)] if name in built]
+    elif until not in STAGES:
         raise ValueError(f"--until {until!r}: not a stage; stages are: {', '.join(STAGES)}")
-    wanted = list(STAGES[: STAGES.index(until) + 1])
-    missing = [s for s in wanted if s not in built]
-    if missing:
-        raise NotImplementedError(f"--until {until}: stage(s) {', '.join(missing)} not built yet; built: {', '.join(built)}")
-    return wanted
+    else:
+        wanted = list(STAGES[: STAGES.index(until) + 1])
+        missing = [s for s in wanted if s not in built]
+        if missing:
+            raise NotImplementedError(f"--until {until}: stage(s) {', '.join(missing)} not built yet; built: {', '.join(built)}")
+    return [part for name in wanted for part in stage_parts(name)]
 
 
 def start_stage(stage: Stage) -> tuple[list[ShardSpec], float]:
@@ -72,7 +80,7 @@ def finish_stage(stage: Stage, specs: list[ShardSpec], results: list[ShardResult
         "seconds": seconds,
         "inputs": {posixpath.basename(s.filename): {"inputs": s.inputs, "key": s.key} for s in specs},
         "metrics": {
-            **stage.summarize(results),
+            **stage.summarize(results, seconds),
             "shards_built": sum(not r.skipped for r in results),
             "shards_skipped": sum(r.skipped for r in results),
         },

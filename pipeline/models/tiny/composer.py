@@ -126,8 +126,9 @@ def _accompany(score: Score, start: int, end: int, progression, pattern) -> None
 
 
 def compose(condition: dict, rng: random.Random) -> Score:
-    """A song for the condition (keys lyric, gender, genre, emotion, instruments, bpm)."""
-    mode = mode_for(condition.get("emotion", ""))
+    """A song for the condition (keys lyric, gender, genre, emotion, instruments, bpm; an
+    optional `mode` overrides the emotion's)."""
+    mode = condition.get("mode") or mode_for(condition.get("emotion", ""))
     instruments = list(condition.get("instruments", []))
     score = Score(int(condition["bpm"]), rng.randrange(12), mode, condition.get("gender", "female"),
                   condition.get("genre", ""), instruments)  # fmt: skip

@@ -21,6 +21,7 @@ import torch
 
 from pipeline.lyrics.format import STRUCTURE_TAGS, VOCAL_TAGS, split_sections
 from pipeline.models.tiny.codec import MAX_WORDS, bpm_bin, sentence_words
+from pipeline.vocab import tempo_bucket
 
 PAD, BOS, DESC, PROMPT, STRUCT, WORD, STOP = range(7)
 N_KINDS = 7
@@ -33,18 +34,15 @@ def stable_hash(text: str, buckets: int) -> int:
     return 1 + zlib.crc32(text.encode("utf-8")) % (buckets - 1)
 
 
-def tempo_bucket(condition: dict) -> str:
-    if condition.get("tempo"):
-        return str(condition["tempo"])
-    bpm = float(condition.get("bpm") or 120)
-    return "slow" if bpm < 90 else "fast" if bpm >= 130 else "mid"
+def described_tempo(condition: dict) -> str:
+    return str(condition.get("tempo") or tempo_bucket(float(condition.get("bpm") or 120)))
 
 
 def description_tags(condition: dict) -> list[str]:
     tags = [f"gender:{condition.get('gender', '')}", f"genre:{condition.get('genre', '')}",
             f"emotion:{condition.get('emotion', '')}"]  # fmt: skip
     tags += [f"instrument:{i}" for i in condition.get("instruments") or []]
-    tags += [f"tempo:{tempo_bucket(condition)}", f"bpm:{bpm_bin(float(condition.get('bpm') or 120))}"]
+    tags += [f"tempo:{described_tempo(condition)}", f"bpm:{bpm_bin(float(condition.get('bpm') or 120))}"]
     return [t.lower() for t in tags]
 
 

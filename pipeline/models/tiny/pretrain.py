@@ -29,8 +29,9 @@ from torch.nn.utils.rnn import pad_sequence
 
 from pipeline.conditions import make_condition
 from pipeline.lyrics.base import LyricRequest
-from pipeline.lyrics.format import VOCAL_TAGS, split_sections, validate_lyrics
+from pipeline.lyrics.format import validate_lyrics
 from pipeline.lyrics.template import THEMES, TemplateGenerator, TemplateOptions, mood_family
+from pipeline.models.tiny.card import write_model_card
 from pipeline.models.tiny.codec import SymbolicCodec, lyric_words, word_error_rate
 from pipeline.models.tiny.composer import SCALES, compose, mode_for
 from pipeline.models.tiny.model import HEADER_LEN, TinyLeLM, TinyLeLMConfig
@@ -49,6 +50,8 @@ class PretrainConfig:
     min_sentences: int = 1  # template lyrics: fewest sentences per vocal section (LeVo's test set: 4)
     max_sentences: int = 2  # template lyrics: most sentences per vocal section (LeVo's test set: 7)
     max_sections: int | None = 5  # keep only the first K sections of a template form (None: whole form)
+    tempo_noise: float = 0.1  # share of training songs composed off their described tempo bucket (tag noise)
+    mode_noise: float = 0.1  # share composed in the other mode than their emotion asks for (tag noise)
     max_frames: int = 320  # songs longer than this are skipped; also the model's and the sampler's frame cap
     hidden_size: int = 128  # model width (LM and AR decoder)
     lm_layers: int = 3  # Llama blocks of the LM
@@ -63,12 +66,13 @@ class PretrainConfig:
     stage2_batch_size: int = 16  # songs per stage-2 (AR decoder) step: its 18946-way vocals head is the cost
     lr: float = 2e-3  # Adam learning rate, both stages (linear warm-up, then constant)
     warmup_steps: int = 30  # linear warm-up steps at the start of each stage
-    stage1_steps: int = 800  # LM steps (header + mixed tokens)
-    stage2_steps: int = 800  # AR-decoder steps (vocals + accompaniment), LM frozen
+    stage1_steps: int = 500  # LM steps (header + mixed tokens)
+    stage2_steps: int = 870  # AR-decoder steps (vocals + accompaniment), LM frozen
     log_every: int = 25  # log (and record) the loss every N steps
     max_minutes: float = 10.0  # wall-clock budget for both stages; a stage past its share stops early
     stage1_share: float = 0.3  # stage 1's share of the budget (stage 2 also gets what stage 1 leaves)
     threads: int = 2  # torch.set_num_threads
+    save_dtype: str = "float16"  # dtype of the saved weights (float16 halves the shipped file; loads as float32)
 
     def model_config(self) -> TinyLeLMConfig:
         return TinyLeLMConfig(hidden_size=self.hidden_size, lm_layers=self.lm_layers,
@@ -78,22 +82,12 @@ class PretrainConfig:
                               tag_buckets=self.tag_buckets, word_buckets=self.word_buckets)  # fmt: skip
 
 
-def _shorten(lyric: str, max_sections: int | None) -> str:
-    """The first K sections of a lyric, extended to include at least one vocal section."""
-    sections = split_sections(lyric)
-    if max_sections is None or len(sections) <= max_sections:
-        return lyric
-    k = max_sections
-    while k < len(sections) and not any(s.tag in VOCAL_TAGS for s in sections[:k]):
-        k += 1
-    return " ; ".join(f"[{s.tag}] {s.text}".rstrip() for s in sections[:k])
-
-
 def synthetic_conditions(cfg: PretrainConfig, n: int, seed: int) -> list[dict]:
     """n conditions for short template lyrics, all drawn from `seed` (valid LeVo lyrics only)."""
     rng = random.Random(seed)
     vocab = load_vocabulary()
-    generator = TemplateGenerator(TemplateOptions(min_sentences=cfg.min_sentences, max_sentences=cfg.max_sentences))
+    generator = TemplateGenerator(TemplateOptions(min_sentences=cfg.min_sentences, max_sentences=cfg.max_sentences,
+                                                  max_sections=cfg.max_sections))  # fmt: skip
     conditions: list[dict] = []
     i = 0
     while len(conditions) < n:
@@ -101,7 +95,7 @@ def synthetic_conditions(cfg: PretrainConfig, n: int, seed: int) -> list[dict]:
         theme = rng.choice(THEMES.get(mood_family(emotion)) or [""])
         request = LyricRequest(f"s{seed}-{i}", rng.randrange(2**31), "en", emotion, theme)
         i += 1
-        text = _shorten(generator.generate([request])[0].text, cfg.max_sections)
+        text = generator.generate([request])[0].text
         if not text or validate_lyrics(text):
             continue
         row = {"lyric_id": request.lyric_id, "text": text, "language": "en", "emotion": emotion}
@@ -117,10 +111,24 @@ def synthetic_corpus(cfg: PretrainConfig, n: int | None = None, seed: int | None
     rng = random.Random(seed * 7919 + 1)
     corpus = []
     for cond in synthetic_conditions(cfg, n, seed):
-        tokens = CODEC.encode(compose(cond, rng), lyric_words(cond["lyric"]))
+        song = compose(_with_tag_noise(cond, cfg, rng), rng)
+        tokens = CODEC.encode(song, lyric_words(cond["lyric"]))
         if len(tokens["mixed"]) <= cfg.max_frames:
             corpus.append((cond, tokens))
     return corpus
+
+
+def _with_tag_noise(condition: dict, cfg: PretrainConfig, rng: random.Random) -> dict:
+    """The condition the composer follows: usually the described one; with the noise rates,
+    another tempo bucket or the other mode. Real training data's tags are noisy too, and the
+    model learns the rate: at temperature 1 some candidates miss the described tempo or key."""
+    target = dict(condition)
+    if rng.random() < cfg.tempo_noise:
+        described = tempo_bucket(condition["bpm"])
+        target["bpm"] = rng.choice([b for b in range(60, 201) if tempo_bucket(b) != described])
+    if rng.random() < cfg.mode_noise:
+        target["mode"] = "major" if mode_for(condition.get("emotion", "")) == "minor" else "minor"
+    return target
 
 
 def _batches(n: int, size: int, rng: random.Random):
@@ -248,7 +256,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, log: Callable = print, co
     stage2 = _train_stage(model, 2, corpus, cfg, cfg.stage2_steps, budget - stage1["seconds"], rng, log)
     model.set_training_stage(0).eval()
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
+    model.to(getattr(torch, cfg.save_dtype)).save_pretrained(out_dir)
     report = {"config": asdict(cfg), "corpus": {"songs": len(corpus), "frames_min": min(frames),
               "frames_mean": sum(frames) / len(frames), "frames_max": max(frames), "seconds": round(corpus_s, 2)},
               "stage1": stage1, "stage2": stage2,
@@ -289,7 +297,7 @@ def evaluate_spread(model: TinyLeLM, conditions: list[dict], n_candidates: int =
                          "in_key": 0.0 if share is None else share, "frames": len(tokens["mixed"])})  # fmt: skip
     n = max(len(rows), 1)
     mean = lambda f: sum(f(r) for r in rows) / n  # noqa: E731
-    return {"candidates": len(rows), "wer_below_10": mean(lambda r: r["wer"] < 0.10),
+    return {"candidates": len(rows), "n_candidates": n_candidates, "wer_below_10": mean(lambda r: r["wer"] < 0.10),
             "wer_above_40": mean(lambda r: r["wer"] > 0.40), "tempo_hit": mean(lambda r: r["tempo"]),
             "mode_hit": mean(lambda r: r["mode"]), "mean_in_key": mean(lambda r: r["in_key"]),
             "mean_wer": mean(lambda r: r["wer"]), "mean_frames": mean(lambda r: r["frames"])}  # fmt: skip
@@ -308,12 +316,14 @@ def main(argv: list[str] | None = None) -> None:
         cfg.max_minutes = args.minutes
     report = pretrain(cfg, args.out, log=lambda m: print(m, flush=True))
     print(json.dumps({"seconds": report["seconds"], "final_losses": report["final_losses"]}), flush=True)
-    model = TinyLeLM.from_pretrained(args.out).eval()
+    model = TinyLeLM.from_pretrained(args.out, torch_dtype=torch.float32).eval()  # as songpref loads it
     t = time.perf_counter()
     held_out = synthetic_conditions(cfg, args.held_out, cfg.seed + HELD_OUT_SALT)
     spread = evaluate_spread(model, held_out, args.candidates, seed=cfg.seed)
     spread["seconds"] = round(time.perf_counter() - t, 1)
     (Path(args.out) / "spread.json").write_text(json.dumps(spread, indent=2) + "\n")
+    parameters = sum(p.numel() for p in model.parameters())
+    write_model_card(args.out, report, spread, parameters, cfg.save_dtype)
     print(json.dumps(spread, indent=2), flush=True)
 
 

@@ -1,0 +1,37 @@
+"""SongModel plugins by name: the Python entry-point group `songpref.models`.
+
+A plugin is a class with a `name`, an `options_class` (a pydantic model of its options) and a
+constructor taking those options; songpref's own `tiny` and `levo` register the same way.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+from pydantic import ValidationError
+
+from pipeline.models.base import SongModel
+
+GROUP = "songpref.models"
+
+
+class ModelPluginError(ValueError):
+    pass
+
+
+def available_models() -> list[str]:
+    return sorted(ep.name for ep in entry_points(group=GROUP))
+
+
+def load_song_model(name: str, options: dict) -> SongModel:
+    """The plugin `name` built from `options` (the config's model.options); errors name the key."""
+    found = [ep for ep in entry_points(group=GROUP) if ep.name == name]
+    if not found:
+        raise ModelPluginError(f"model.backend: no song model {name!r}; installed: {', '.join(available_models()) or 'none'}")
+    cls = found[0].load()
+    try:
+        parsed = cls.options_class.model_validate(options)
+    except ValidationError as exc:
+        problems = "; ".join(f"model.options.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ModelPluginError(f"model {name!r}: {problems}") from None
+    return cls(parsed)

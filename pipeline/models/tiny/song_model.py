@@ -1,0 +1,132 @@
+"""The embedded SongModel: the tiny LeLM samples token streams, the codec decodes them into a
+score, and the renderer sings and plays it into mix, vocals and accompaniment stems.
+
+Candidates of one condition are sampled together (`TinyLeLM.sample_batch`), each from its own
+seeded generator, so a candidate's song depends only on its condition, its seed and the
+sampling settings. Rendering is deterministic too: the same seed gives the same FLAC bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.models.base import CandidateRequest, CandidateResult, SamplingParams
+
+CHECKPOINT_DIR = Path(__file__).parent / "checkpoint"
+TOKENS_FILE = "tokens.json"
+
+
+class TinyOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: Path | None = Field(None, description="A TinyLeLM checkpoint folder; None = the one shipped with songpref.")
+    max_frames: int | None = Field(None, ge=1, description="Cap on frames (eighth notes) per song; None = the checkpoint's.")
+    sample_rate: int = Field(16000, ge=16000, description="Audio sample rate of the rendered stems (Hz).")
+    flite_binary: str = Field("flite", description="The flite executable that sings the vocals.")
+    threads: int | None = Field(None, ge=1, description="torch threads while sampling; None leaves torch's setting.")
+
+
+class TinyModelError(RuntimeError):
+    pass
+
+
+@lru_cache(maxsize=2)
+def _load(checkpoint: str):
+    from pipeline.models.tiny.model import TinyLeLM  # torch stays out of the CLI's import path
+
+    folder = Path(checkpoint)
+    if not (folder / "config.json").is_file():
+        raise TinyModelError(
+            f"tiny model checkpoint {folder} has no config.json; build one with "
+            f"`python -m pipeline.models.tiny.pretrain --out {folder}`"
+        )
+    import torch
+
+    return TinyLeLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
+
+
+def checkpoint_digest(folder: Path) -> str:
+    return hashlib.sha256((Path(folder) / "model.safetensors").read_bytes()).hexdigest()
+
+
+class TinySongModel:
+    name = "tiny"
+    options_class = TinyOptions
+
+    def __init__(self, options: TinyOptions | None = None) -> None:
+        self.options = options or TinyOptions()
+        if shutil.which(self.options.flite_binary) is None:
+            raise TinyModelError(
+                f"flite not found (model.options.flite_binary={self.options.flite_binary!r}): "
+                "install it with `apt-get install flite` (or `make setup`)"
+            )
+        self.checkpoint = Path(self.options.checkpoint or CHECKPOINT_DIR).resolve()
+        self.model = _load(str(self.checkpoint))
+
+    def describe(self) -> dict:
+        return {
+            "backend": self.name,
+            "checkpoint": str(self.checkpoint),
+            "checkpoint_sha256": checkpoint_digest(self.checkpoint),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "options": self.options.model_dump(mode="json", exclude={"checkpoint", "threads"}),
+        }
+
+    def sample(self, requests: list[CandidateRequest], params: SamplingParams, out_dir: Path) -> list[CandidateResult]:
+        """Candidates sharing a condition are sampled as one batch; results come back in request order."""
+        if params.cfg_coef is not None:
+            raise TinyModelError("sampling.cfg_coef: the tiny model has no classifier-free guidance; set it to null")
+        import torch
+
+        if self.options.threads:
+            torch.set_num_threads(self.options.threads)
+        groups: dict[str, list[CandidateRequest]] = {}
+        for request in requests:
+            groups.setdefault(json.dumps(request.condition, sort_keys=True, default=str), []).append(request)
+        results = {}
+        for members in groups.values():
+            condition = members[0].condition
+            songs = self.model.sample_batch(
+                condition, [r.seed for r in members], temperature=params.temperature, top_k=params.top_k,
+                top_p=params.top_p, max_frames=self.options.max_frames,
+            )  # fmt: skip
+            for request, tokens in zip(members, songs):
+                results[request.candidate_id] = self._render(request, tokens, Path(out_dir))
+        return [results[r.candidate_id] for r in requests]
+
+    def _render(self, request: CandidateRequest, tokens: dict, out_dir: Path) -> CandidateResult:
+        from pipeline.models.tiny.codec import SymbolicCodec, lyric_words
+        from pipeline.models.tiny.renderer import RenderError, render, write_stems
+
+        folder = out_dir / request.candidate_id
+        folder.mkdir(parents=True, exist_ok=True)
+        tokens_path = folder / TOKENS_FILE
+        _write_atomic(tokens_path, json.dumps(tokens, separators=(",", ":")))
+        cid = request.candidate_id
+        try:
+            score = SymbolicCodec().decode(tokens, request.condition, lyric_words(request.condition["lyric"]))
+            song = render(score, self.options.sample_rate, self.options.flite_binary)
+            audio = write_stems(song, folder)
+        except (RenderError, ValueError, KeyError) as exc:  # one bad song must not stop the shard
+            return CandidateResult(cid, tokens=tokens_path, error=f"render failed: {type(exc).__name__}: {exc}")
+        return CandidateResult(cid, audio, tokens_path, len(song.mix) / song.sample_rate)
+
+
+def read_tokens(path: Path | str) -> dict[str, list[int]]:
+    """A candidate's token streams (header, mixed, vocals, accompaniment), as sampled."""
+    return json.loads(Path(path).read_text())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
