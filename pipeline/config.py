@@ -17,6 +17,12 @@ from pipeline.digest import digest_json
 from pipeline.lyrics.openai_backend import OpenAIOptions
 from pipeline.lyrics.template import TemplateOptions
 from pipeline.lyrics.transformers_backend import TransformersOptions
+from pipeline.pairs.options import PairOptions
+from pipeline.scoring.attributes import AttributesOptions
+from pipeline.scoring.clap import ClapOptions
+from pipeline.scoring.mulan import MulanOptions
+from pipeline.scoring.pocketsphinx_asr import PocketsphinxOptions
+from pipeline.scoring.whisper_asr import WhisperOptions
 
 STAGES = ("lyrics", "conditions", "candidates", "scores", "reward_model", "pairs", "dpo", "merge", "sweep")
 
@@ -82,42 +88,17 @@ class SamplingConfig(Strict):
     cfg_coef: float | None = Field(None, ge=0, description="Classifier-free guidance where the model has it.")
 
 
-class TranscriberConfig(Strict):
-    backend: Literal["pocketsphinx", "whisper"] = Field("pocketsphinx", description="ASR for the phoneme error rate.")
-    checkpoint: str | None = Field(None, description="Whisper: a model name or a local .pt path.")
-    batch_windows: int = Field(64, ge=1, description="Whisper: 30 s windows decoded together.")
-
-
-class SimilarityConfig(Strict):
-    backend: Literal["attributes", "muq-mulan", "clap"] = Field("attributes", description="Text-audio similarity scorer.")
-    model_dir: Path | None = Field(None, description="muq-mulan / clap: local model directory.")
+TranscriberOptions = Annotated[Union[PocketsphinxOptions, WhisperOptions], Field(discriminator="backend")]
+SimilarityOptions = Annotated[Union[AttributesOptions, MulanOptions, ClapOptions], Field(discriminator="backend")]
 
 
 class ScoringConfig(Strict):
-    transcriber: TranscriberConfig = Field(default_factory=TranscriberConfig)
-    similarity: SimilarityConfig = Field(default_factory=SimilarityConfig)
-
-    @model_validator(mode="after")
-    def _models_named(self):
-        if self.transcriber.backend == "whisper" and not self.transcriber.checkpoint:
-            raise ValueError("transcriber.checkpoint is required for the whisper backend")
-        if self.similarity.backend != "attributes" and self.similarity.model_dir is None:
-            raise ValueError(f"similarity.model_dir is required for the {self.similarity.backend} backend")
-        return self
-
-
-class PairsConfig(Strict):
-    per_gap: float = Field(40.0, ge=0, description="Lyrics strategy: PER gap (x100) between rejected and chosen (the paper: 40).")
-    similarity_upper: float = Field(0.6, description="Prompt strategy: chosen similarity at least this.")
-    similarity_lower: float = Field(0.4, description="Prompt strategy: rejected similarity at most this.")
-    reward_margin: float = Field(1.0, ge=0, description="Musicality strategy: reward-model score margin.")
-    max_pairs_per_prompt: int = Field(4, ge=1, description="Cap per prompt and strategy.")
-
-    @model_validator(mode="after")
-    def _thresholds_ordered(self):
-        if self.similarity_lower > self.similarity_upper:
-            raise ValueError("similarity_lower must not exceed similarity_upper")
-        return self
+    transcriber: TranscriberOptions = Field(
+        default_factory=PocketsphinxOptions, description="ASR for the phoneme error rate (lyrics strategy)."
+    )
+    similarity: SimilarityOptions = Field(
+        default_factory=AttributesOptions, description="Text-audio similarity scorer (prompt strategy)."
+    )
 
 
 class RoundConfig(Strict):
@@ -128,7 +109,7 @@ class RoundConfig(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
-    pairs: PairsConfig = Field(default_factory=PairsConfig)
+    pairs: PairOptions = Field(default_factory=PairOptions, description="Preference-pair strategies and selection rules.")
 
     def resolved(self) -> dict:
         return self.model_dump(mode="json")
@@ -187,6 +168,14 @@ def _known_keys(model: type[BaseModel] = RoundConfig, seen: set | None = None) -
     return seen
 
 
+# Discriminated-union fields and their tags, which pydantic inserts into error locations.
+UNION_FIELDS = {
+    "generator": ("template", "transformers", "openai"),
+    "transcriber": ("pocketsphinx", "whisper"),
+    "similarity": ("attributes", "muq-mulan", "clap"),
+}
+
+
 def _model_types(annotation: Any) -> list[type[BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
@@ -196,7 +185,7 @@ def _model_types(annotation: Any) -> list[type[BaseModel]]:
 def _describe(error: dict, source: str) -> str:
     loc = [str(p) for p in error["loc"]]
     # Discriminated unions insert the tag ("template") into the location; a person never wrote it.
-    loc = [p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "generator" and p in ("template", "transformers", "openai"))]
+    loc = [p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] in UNION_FIELDS and p in UNION_FIELDS[loc[i - 1]])]
     key = ".".join(loc) or "(top level)"
     if error["type"] == "extra_forbidden":
         hint = difflib.get_close_matches(loc[-1], _known_keys(), n=1)

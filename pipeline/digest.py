@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from pathlib import Path
 from typing import Any
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
 
 
 def canonical_json(value: Any) -> str:
@@ -28,3 +31,15 @@ def derive_seed(*parts: Any) -> int:
 
 def derive_rng(*parts: Any) -> random.Random:
     return random.Random(derive_seed(*parts))
+
+
+def model_dir_digest(model_dir: Path) -> str:
+    """config.json plus weight file names and sizes: identifies a checkpoint without hashing gigabytes."""
+    model_dir = Path(model_dir)
+    config = model_dir / "config.json"
+    weights = sorted(
+        (p.relative_to(model_dir).as_posix(), p.stat().st_size)
+        for p in model_dir.rglob("*")
+        if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)
+    )
+    return digest_json({"config": config.read_text(encoding="utf-8") if config.is_file() else None, "weights": weights})

@@ -128,3 +128,22 @@ def test_lyrics_validate_clean_file_and_bad_lines(tmp_path):
     bad.write_text('{"idx": "x"}\nnot json\n')
     result = songpref("lyrics", "validate", bad)
     assert result.returncode == 1 and "no gt_lyric" in result.stdout and "not JSON" in result.stdout
+
+
+def test_round_through_scores_then_score_one_scorer_again(tmp_path, server_env):
+    out = tmp_path / "round"
+    small = ["--set", "lyrics.count=3", "--set", "sampling.num_candidates=2"]
+    run = songpref("round", "run", "--config", TINY, "--out", out, "--until", "scores", *small, env=server_env, timeout=600)
+    assert run.returncode == 0, run.stderr
+    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    assert set(stages) == {"lyrics", "conditions", "candidates", "scores/per", "scores/similarity"}
+    assert all(record["status"] == "done" for record in stages.values())
+    assert stages["scores/per"]["rows"] == stages["candidates"]["rows"] == 6
+    again = songpref("score", "--scorer", "per", out, env=server_env)
+    assert again.returncode == 0, again.stderr
+    record = json.loads((out / "manifest.json").read_text())["stages"]["scores/per"]
+    assert record["status"] == "done" and record["metrics"]["shards_skipped"] == 1
+    bad = songpref("score", "--scorer", "loudness", out)
+    assert bad.returncode == 2 and "scorers are: per, similarity" in " ".join(bad.stderr.split())
+    status = songpref("round", "status", out)
+    assert "scores/similarity" in status.stdout

@@ -18,7 +18,7 @@ def test_shipped_configs_load():
     assert tiny.lyrics.count >= 48 and tiny.lyrics.generator.backend == "template"
     production = load_config(REPO / "configs/production.example.yaml")
     assert production.lyrics.count == 20000
-    assert production.scoring.transcriber.backend == "whisper" and production.pairs.per_gap == 40
+    assert production.scoring.transcriber.backend == "whisper" and production.pairs.lyrics.per_gap == 40
 
 
 def test_unknown_key_names_file_key_and_suggestion(tmp_path):
@@ -56,7 +56,10 @@ def test_unreadable_and_invalid_yaml(tmp_path):
 
 def test_backend_requirements_checked(tmp_path):
     path = write(tmp_path, "scoring:\n  transcriber:\n    backend: whisper\n")
-    with pytest.raises(ConfigError, match="transcriber.checkpoint is required"):
+    with pytest.raises(ConfigError, match="scoring.transcriber.checkpoint: Field required"):
+        load_config(path)
+    path = write(tmp_path, "scoring:\n  similarity:\n    backend: clap\n")
+    with pytest.raises(ConfigError, match="scoring.similarity.model_dir: Field required"):
         load_config(path)
     path = write(tmp_path, "lyrics:\n  generator:\n    backend: nonsense\n")
     with pytest.raises(ConfigError, match="lyrics.generator"):

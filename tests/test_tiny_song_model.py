@@ -50,7 +50,7 @@ def test_stems_load_at_the_stated_rate_and_duration_and_seeds_reproduce(model, t
     condition = tiny_conditions[0]
     requests = [CandidateRequest(f"c{j}", condition, seed) for j, seed in enumerate((11, 12, 11))]
     results = model.sample(requests, SamplingParams(), tmp_path / "a")
-    again = model.sample(requests[:1], SamplingParams(), tmp_path / "b")
+    model.sample(requests[:1], SamplingParams(), tmp_path / "b")
     for result in results:
         assert result.error is None and set(result.audio) == {"mix", "vocals", "accompaniment"}
         for path in result.audio.values():

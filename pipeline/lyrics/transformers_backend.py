@@ -7,17 +7,15 @@ number, so the same round on the same machine writes the same lyrics.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeline.digest import digest_json
+from pipeline.digest import model_dir_digest
 from pipeline.lyrics.base import GeneratedLyric, LyricRequest
 from pipeline.lyrics.llm_common import generate_with_retries, prompt_digest, render_prompt, sampling_seed
 
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 
 
 class TransformersOptions(BaseModel):
@@ -41,17 +39,6 @@ class TransformersOptions(BaseModel):
         if not value.is_dir():
             raise ValueError(f"model directory {value} does not exist or is not a directory")
         return value
-
-
-def model_digest(model_dir: Path) -> str:
-    """config.json plus weight file names and sizes: identifies a checkpoint without hashing gigabytes."""
-    config = model_dir / "config.json"
-    weights = sorted(
-        (p.relative_to(model_dir).as_posix(), p.stat().st_size)
-        for p in model_dir.rglob("*")
-        if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES)
-    )
-    return digest_json({"config": config.read_text(encoding="utf-8") if config.is_file() else None, "weights": weights})
 
 
 def plain_chat_text(messages: list[dict]) -> str:
@@ -122,7 +109,7 @@ class TransformersGenerator:
         return {
             "backend": self.name,
             "model_dir": str(opts.model_dir),
-            "model_digest": model_digest(opts.model_dir),
+            "model_digest": model_dir_digest(opts.model_dir),
             "prompt_digest": prompt_digest(self.template_dir),
             "sampling": {
                 "temperature": opts.temperature,

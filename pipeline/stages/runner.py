@@ -25,8 +25,10 @@ def stage_class(name: str) -> type[Stage]:
     from pipeline.stages.candidates import CandidatesStage
     from pipeline.stages.conditions import ConditionsStage
     from pipeline.stages.lyrics import LyricsStage
+    from pipeline.stages.scores import PerStage, SimilarityStage
 
-    built = {"lyrics": LyricsStage, "conditions": ConditionsStage, "candidates": CandidatesStage}
+    built = {"lyrics": LyricsStage, "conditions": ConditionsStage, "candidates": CandidatesStage,
+             "scores/per": PerStage, "scores/similarity": SimilarityStage}  # fmt: skip
     known = set(STAGES) | {part for parts in PARTS.values() for part in parts}
     if name not in known:
         raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(STAGES)}")
