@@ -9,6 +9,7 @@ server; with it, runs are recorded on that server.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 
 from prefect import flow, task, unmapped
@@ -62,7 +63,7 @@ def stage_flow(round_url: str, config: dict, stage_name: str) -> dict:
     results.sort(key=lambda r: r.filename)
     record = finish_stage(stage, specs, results, errors, started)
     create_markdown_artifact(
-        key=f"{stage_name.replace('/', '-')}-summary", markdown=_summary_markdown(stage_name, record), description=f"{stage_name} stage"
+        key=re.sub(r"[^a-z0-9-]", "-", f"{stage_name}-summary"), markdown=_summary_markdown(stage_name, record), description=f"{stage_name} stage"
     )
     _report("finish", stage_name, record)
     if errors:

@@ -109,6 +109,11 @@ class RoundConfig(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    reward_model: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Reward-model stage options (rankings source, crowd, embedding, training), checked by "
+        "reward_model.stage.RewardStageOptions when the stage starts; {} = the embedded defaults.",
+    )
     pairs: PairOptions = Field(default_factory=PairOptions, description="Preference-pair strategies and selection rules.")
 
     def resolved(self) -> dict:

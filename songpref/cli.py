@@ -72,25 +72,28 @@ def round_run(
     _run(out, cfg, stages)
 
 
+SCORERS = ("per", "similarity", "reward")
+
+
 @app.command("score")
 def score(
     round_dir: Annotated[str, typer.Argument(help="Round directory whose candidates stage is done.")],
-    scorer: Annotated[str, typer.Option("--scorer", help="per or similarity.")],
+    scorer: Annotated[str, typer.Option("--scorer", help=f"One of: {', '.join(SCORERS)}.")],
 ) -> None:
-    """Score a round's candidates with one scorer, under the round's own config (scores/<scorer>/)."""
+    """Score a round's candidates with one scorer, under the round's own config (scores/<scorer>/).
+    `reward` needs the round's reward_model stage done."""
     from pipeline.manifest import read_manifest
-    from pipeline.stages.scores import SCORE_STAGES
     from pipeline.store import RoundStore
 
-    if scorer not in SCORE_STAGES:
-        console.print(f"[red]--scorer {scorer!r}: not a scorer; scorers are: {', '.join(SCORE_STAGES)}[/red]")
+    if scorer not in SCORERS:
+        console.print(f"[red]--scorer {scorer!r}: not a scorer; scorers are: {', '.join(SCORERS)}[/red]")
         raise typer.Exit(2)
     try:
         cfg = RoundConfig.model_validate(read_manifest(RoundStore(round_dir))["config"])
     except FileNotFoundError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    _run(round_dir, cfg, [SCORE_STAGES[scorer].name])
+    _run(round_dir, cfg, [f"scores/{scorer}"])
 
 
 def _run(out: str, cfg: RoundConfig, stages: list[str]) -> None:

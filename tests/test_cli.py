@@ -144,6 +144,6 @@ def test_round_through_scores_then_score_one_scorer_again(tmp_path, server_env):
     record = json.loads((out / "manifest.json").read_text())["stages"]["scores/per"]
     assert record["status"] == "done" and record["metrics"]["shards_skipped"] == 1
     bad = songpref("score", "--scorer", "loudness", out)
-    assert bad.returncode == 2 and "scorers are: per, similarity" in " ".join(bad.stderr.split())
+    assert bad.returncode == 2 and "scorers are: per, similarity, reward" in " ".join(bad.stderr.split())
     status = songpref("round", "status", out)
     assert "scores/similarity" in status.stdout

@@ -95,3 +95,26 @@ def test_unscorable_candidates_are_rows_with_reasons(tmp_path):
 
 def test_scores_is_one_stage_of_two_parts():
     assert stages_until("scores")[-2:] == ["scores/per", "scores/similarity"]
+
+
+def test_reward_model_trains_on_simulated_rankings_and_scores_every_candidate(scored):
+    root, store, _ = scored
+    config = config_for()
+    records = {name: run_stage_locally(name, config, store) for name in ("reward_model", "scores/reward")}
+    trained = records["reward_model"]
+    assert trained["status"] == "done" and trained["metrics"]["simulated"] and trained["metrics"]["pairs_train"] > 0
+    assert (root / "reward_model" / "model" / "eval.json").is_file()
+    rankings = rows(store, "reward_model")
+    assert rankings and all(r["simulated"] for r in rankings)
+    rewards = rows(store, "scores/reward")
+    assert {r["candidate_id"] for r in rewards} == {r["candidate_id"] for r in rows(store, "candidates")}
+    assert all(r["error"] is None and r["reward"] == r["reward"] and r["simulated"] for r in rewards)
+    again = {name: run_stage_locally(name, config, store) for name in ("reward_model", "scores/reward")}
+    assert all(record["metrics"]["shards_built"] == 0 for record in again.values())
+
+
+def test_reward_model_options_are_checked_with_their_key(scored):
+    _, store, _ = scored
+    bad = config_for(reward_model={"training": {"num_epochs": 0}})
+    with pytest.raises(ValueError, match="reward_model.training.num_epochs"):
+        run_stage_locally("reward_model", bad, store)

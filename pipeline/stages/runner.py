@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import posixpath
 import time
 from collections.abc import Callable
@@ -13,7 +14,12 @@ from pipeline.store import RoundStore
 
 
 # A stage with parts runs them in order, each its own manifest record and output folder.
-PARTS = {"scores": ("scores/per", "scores/similarity")}
+PARTS = {"scores": ("scores/per", "scores/similarity"), "reward_model": ("reward_model", "scores/reward")}
+# Stages of higher layers, named by import path so that this layer never imports them.
+UPPER_STAGES = {
+    "reward_model": "reward_model.stage:RewardModelStage",
+    "scores/reward": "reward_model.stage:RewardScoreStage",
+}
 
 
 def stage_parts(name: str) -> list[str]:
@@ -29,6 +35,9 @@ def stage_class(name: str) -> type[Stage]:
 
     built = {"lyrics": LyricsStage, "conditions": ConditionsStage, "candidates": CandidatesStage,
              "scores/per": PerStage, "scores/similarity": SimilarityStage}  # fmt: skip
+    if name in UPPER_STAGES:
+        module, _, cls = UPPER_STAGES[name].partition(":")
+        return getattr(importlib.import_module(module), cls)
     known = set(STAGES) | {part for parts in PARTS.values() for part in parts}
     if name not in known:
         raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(STAGES)}")

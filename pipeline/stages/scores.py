@@ -57,25 +57,10 @@ class ScoreStage(Stage):
         return ["mix"]
 
     def conditions(self) -> dict[str, dict]:
-        rows = []
-        for path in finished_outputs(self.store, "conditions"):
-            rows += self.store.read_table(path).to_pylist()
-        return {row["condition_id"]: row for row in rows}
+        return round_conditions(self.store)
 
     def items(self, spec: ShardSpec) -> tuple[list[ScoringItem], list[dict]]:
-        """Scorable items, and rows already failed (no audio) for the others."""
-        conditions = self.conditions()
-        items, failed = [], []
-        for row in self.store.read_table(spec.inputs["candidates"]).to_pylist():
-            stems = {s: Path(self.store.path(row[f"{s}_uri"])) for s in ("mix", "vocals", "accompaniment") if row[f"{s}_uri"]}
-            chosen = next((stems[s] for s in self.stem_order() if s in stems), None)
-            if chosen is None:
-                failed.append({"candidate_id": row["candidate_id"], "error": f"no audio: {row['error'] or 'no stem'}"})
-                continue
-            cond = conditions[row["condition_id"]]
-            tags = {k: cond.get(k) for k in ("gender", "genre", "emotion", "instruments", "bpm", "tempo")}
-            items.append(ScoringItem(row["candidate_id"], chosen, cond["lyric"], cond["language"], cond["description"], tags, stems))
-        return items, failed
+        return scoring_items(self.store, spec.inputs["candidates"], self.conditions(), self.stem_order())
 
     def score(self, items: list[ScoringItem]) -> list[dict]:
         """One row per item (schema columns besides candidate_id/audio_sha256/error may be set)."""
@@ -179,7 +164,28 @@ class SimilarityStage(ScoreStage):
         return rows
 
 
-SCORE_STAGES = {"per": PerStage, "similarity": SimilarityStage}
+def round_conditions(store) -> dict[str, dict]:
+    """Every condition of the round by condition_id."""
+    rows = []
+    for path in finished_outputs(store, "conditions"):
+        rows += store.read_table(path).to_pylist()
+    return {row["condition_id"]: row for row in rows}
+
+
+def scoring_items(store, candidates_path: str, conditions: dict, stem_order: list[str]) -> tuple[list[ScoringItem], list[dict]]:
+    """A candidates shard as scoring items (the first stem of `stem_order` it has), and a failed
+    row for each candidate without audio."""
+    items, failed = [], []
+    for row in store.read_table(candidates_path).to_pylist():
+        stems = {s: Path(store.path(row[f"{s}_uri"])) for s in ("mix", "vocals", "accompaniment") if row[f"{s}_uri"]}
+        chosen = next((stems[s] for s in stem_order if s in stems), None)
+        if chosen is None:
+            failed.append({"candidate_id": row["candidate_id"], "error": f"no audio: {row['error'] or 'no stem'}"})
+            continue
+        cond = conditions[row["condition_id"]]
+        tags = {k: cond.get(k) for k in ("gender", "genre", "emotion", "instruments", "bpm", "tempo")}
+        items.append(ScoringItem(row["candidate_id"], chosen, cond["lyric"], cond["language"], cond["description"], tags, stems))
+    return items, failed
 
 
 def _sha256(path: Path) -> str:
