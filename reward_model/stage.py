@@ -108,6 +108,10 @@ class RewardModelStage(Stage):
         table = pa.Table.from_pandas(rankings[[f.name for f in RANKINGS_SCHEMA]], schema=RANKINGS_SCHEMA, preserve_index=False)
         return table, metrics
 
+    def summarize(self, results, seconds: float) -> dict:
+        """The one shard's report as it is (a sum over shards would turn `simulated` into 1)."""
+        return {key: value for result in results for key, value in result.metrics.items()}
+
     def _rankings(self, options: RewardStageOptions, rows: list[dict]) -> pd.DataFrame:
         if options.rankings != "simulated":
             rankings = pd.read_parquet(options.rankings)
@@ -123,7 +127,7 @@ class RewardModelStage(Stage):
     def _save(self, model) -> None:
         """Into a scratch folder, then renamed over the old model: never half a model on disk."""
         final = Path(self.store.path(MODEL_DIR))
-        scratch = final.with_name(f".tmp-{final.name}")
+        scratch = final.with_name(f".partial-{final.name}")
         shutil.rmtree(scratch, ignore_errors=True)
         model.save(scratch)
         shutil.rmtree(final, ignore_errors=True)
