@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from functools import cached_property
 from pathlib import Path
 
 import pyarrow as pa
@@ -56,11 +57,13 @@ class ScoreStage(Stage):
         """Which stem to score, first present wins."""
         return ["mix"]
 
+    @cached_property
     def conditions(self) -> dict[str, dict]:
+        """Every condition of the round, read once per stage instance (items and the ASR's LM need them)."""
         return round_conditions(self.store)
 
     def items(self, spec: ShardSpec) -> tuple[list[ScoringItem], list[dict]]:
-        return scoring_items(self.store, spec.inputs["candidates"], self.conditions(), self.stem_order())
+        return scoring_items(self.store, spec.inputs["candidates"], self.conditions, self.stem_order())
 
     def score(self, items: list[ScoringItem]) -> list[dict]:
         """One row per item (schema columns besides candidate_id/audio_sha256/error may be set)."""
@@ -120,7 +123,7 @@ class PerStage(ScoreStage):
         from pipeline.scoring.per import error_rates_batch
 
         transcriber = self.scorer()
-        transcriber.prepare(sorted({c["lyric"] for c in self.conditions().values()}))
+        transcriber.prepare(sorted({c["lyric"] for c in self.conditions.values()}))
         # A silent vocals stem is a song that sings nothing: an empty transcript (PER 100), not a failure.
         silent = [i for i, item in enumerate(items) if "vocals" in item.stems and _is_silent(item.stems["vocals"])]
         heard = [item for i, item in enumerate(items) if i not in set(silent)]
