@@ -19,6 +19,7 @@ from prefect.futures import as_completed
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 
+import data_cards
 from pipeline.config import RoundConfig
 from pipeline.manifest import open_round
 from pipeline.stages.base import ShardResult, ShardSpec
@@ -62,6 +63,8 @@ def stage_flow(round_url: str, config: dict, stage_name: str) -> dict:
         _report("shard", stage_name, result)
     results.sort(key=lambda r: r.filename)
     record = finish_stage(stage, specs, results, errors, started)
+    if not errors:  # cards are cheap and deterministic: a card that cannot be written fails the stage
+        data_cards.write_stage_card(stage.store, stage_name)
     create_markdown_artifact(
         key=re.sub(r"[^a-z0-9-]", "-", f"{stage_name}-summary"), markdown=_summary_markdown(stage_name, record), description=f"{stage_name} stage"
     )

@@ -7,6 +7,7 @@ Every field documents its default. Unknown keys, wrong types and impossible valu
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -115,6 +116,16 @@ class RoundConfig(Strict):
         "reward_model.stage.RewardStageOptions when the stage starts; {} = the embedded defaults.",
     )
     pairs: PairOptions = Field(default_factory=PairOptions, description="Preference-pair strategies and selection rules.")
+    dpo: dict[str, Any] = Field(
+        default_factory=dict,
+        description="DPO stage options (strategies, policy, run defaults, per-strategy overrides), checked by "
+        "alignment.stage.DpoStageOptions when the stage starts; {} = the embedded defaults.",
+    )
+    sweep: dict[str, Any] = Field(
+        default_factory=dict,
+        description="DNI merge and weight-sweep options (grid step, named points, merge form, held-out prompts, "
+        "seeds, utility weights), checked by alignment.sweep_stage.SweepOptions; {} = the defaults.",
+    )
 
     def resolved(self) -> dict:
         return self.model_dump(mode="json")
@@ -140,6 +151,14 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     for item in overrides:
         _apply_override(raw, item, path)
     return config_from_dict(raw, source=str(path))
+
+
+def config_with_overrides(raw: dict, overrides: list[str] | tuple[str, ...], source: str) -> RoundConfig:
+    """A config dict (a round's recorded config, say) with `key.path=value` overrides applied, validated."""
+    raw = json.loads(json.dumps(raw))
+    for item in overrides:
+        _apply_override(raw, item, Path(source))
+    return config_from_dict(raw, source=source)
 
 
 def config_from_dict(raw: dict, source: str = "<config>") -> RoundConfig:

@@ -17,6 +17,10 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.config import STAGES, ConfigError, RoundConfig, load_config
+from songpref.cli_align import dpo_command, sweep_command
+from songpref.cli_annotate import annotate_app
+from songpref.cli_cards import cards_app
+from songpref.cli_merge import merge_command
 
 # Project defaults, before Prefect is imported: no analytics, quiet logs, time for a cold start.
 for _key, _value in {
@@ -36,6 +40,11 @@ app.add_typer(round_app, name="round")
 app.add_typer(config_app, name="config")
 app.add_typer(lyrics_app, name="lyrics")
 app.add_typer(conditions_app, name="conditions")
+app.add_typer(cards_app, name="cards")
+app.add_typer(annotate_app, name="annotate")
+app.command("merge")(merge_command)
+app.command("dpo")(dpo_command)
+app.command("sweep")(sweep_command)
 
 console = Console(stderr=True)
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Round config YAML, e.g. configs/tiny.yaml.")]
@@ -69,7 +78,7 @@ def round_run(
     except (ValueError, NotImplementedError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    _run(out, cfg, stages)
+    run_stages(out, cfg, stages)
 
 
 SCORERS = ("per", "similarity", "reward")
@@ -93,10 +102,11 @@ def score(
     except FileNotFoundError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    _run(round_dir, cfg, [f"scores/{scorer}"])
+    run_stages(round_dir, cfg, [f"scores/{scorer}"])
 
 
-def _run(out: str, cfg: RoundConfig, stages: list[str]) -> None:
+def run_stages(out: str, cfg: RoundConfig, stages: list[str]) -> None:
+    """Run stages (or parts) of a round through the flow, with progress and the status table after."""
     from flows.round import run_round
     from songpref.progress import RoundProgress
 

@@ -51,3 +51,13 @@ class SongModel(Protocol):
     def describe(self) -> dict:
         """Checkpoint, its digest and settings: for manifests and data cards."""
         ...
+
+
+class PreferenceText(Protocol):
+    """What a SongModel adds to be trained with TRL's DPOTrainer on the pairs the round writes:
+    the text of a condition (`prompt`) and of a sampled song (`chosen`/`rejected`) that its
+    policy's tokenizer reads."""
+
+    def preference_prompt(self, condition: dict) -> str: ...
+
+    def preference_completion(self, tokens: dict) -> str: ...

@@ -14,11 +14,21 @@ from pipeline.store import RoundStore
 
 
 # A stage with parts runs them in order, each its own manifest record and output folder.
-PARTS = {"scores": ("scores/per", "scores/similarity"), "reward_model": ("reward_model", "scores/reward")}
+PARTS = {
+    "scores": ("scores/per", "scores/similarity"),
+    "reward_model": ("reward_model", "scores/reward"),
+    "dpo": ("dpo/lyrics", "dpo/prompt", "dpo/musicality", "dpo/joint"),
+}
 # Stages of higher layers, named by import path so that this layer never imports them.
 UPPER_STAGES = {
     "reward_model": "reward_model.stage:RewardModelStage",
     "scores/reward": "reward_model.stage:RewardScoreStage",
+    "dpo/lyrics": "alignment.stage:DpoLyricsStage",
+    "dpo/prompt": "alignment.stage:DpoPromptStage",
+    "dpo/musicality": "alignment.stage:DpoMusicalityStage",
+    "dpo/joint": "alignment.stage:DpoJointStage",
+    "merge": "alignment.sweep_stage:MergeStage",
+    "sweep": "alignment.sweep_stage:SweepStage",
 }
 
 
@@ -31,10 +41,11 @@ def stage_class(name: str) -> type[Stage]:
     from pipeline.stages.candidates import CandidatesStage
     from pipeline.stages.conditions import ConditionsStage
     from pipeline.stages.lyrics import LyricsStage
+    from pipeline.stages.pairs import PairsStage
     from pipeline.stages.scores import PerStage, SimilarityStage
 
     built = {"lyrics": LyricsStage, "conditions": ConditionsStage, "candidates": CandidatesStage,
-             "scores/per": PerStage, "scores/similarity": SimilarityStage}  # fmt: skip
+             "scores/per": PerStage, "scores/similarity": SimilarityStage, "pairs": PairsStage}  # fmt: skip
     if name in UPPER_STAGES:
         module, _, cls = UPPER_STAGES[name].partition(":")
         return getattr(importlib.import_module(module), cls)
@@ -98,7 +109,8 @@ def finish_stage(stage: Stage, specs: list[ShardSpec], results: list[ShardResult
     }
     if errors:
         return update_stage(store, stage.name, status="failed", errors=errors, **fields)
-    for stale in set(store.list_files(stage.name, ".parquet")) - planned:
+    shards = {f for f in store.list_files(stage.name, ".parquet") if posixpath.basename(f).startswith("shard-")}
+    for stale in shards - planned:  # other Parquet files beside the shards (sweep/results.parquet) are outputs
         store.remove(stale)
     outputs = {posixpath.basename(f): store.file_digest(f) for f in sorted(planned)}
     return update_stage(store, stage.name, status="done", errors=[], outputs=outputs, **fields)

@@ -120,26 +120,7 @@ class PerStage(ScoreStage):
         return ["vocals", "mix"]  # LeVo's dual-track output lets ASR hear the voice alone
 
     def score(self, items: list[ScoringItem]) -> list[dict]:
-        from pipeline.scoring.per import error_rates_batch
-
-        transcriber = self.scorer()
-        transcriber.prepare(sorted({c["lyric"] for c in self.conditions.values()}))
-        # A silent vocals stem is a song that sings nothing: an empty transcript (PER 100), not a failure.
-        silent = [i for i, item in enumerate(items) if "vocals" in item.stems and _is_silent(item.stems["vocals"])]
-        heard = [item for i, item in enumerate(items) if i not in set(silent)]
-        transcripts = dict(zip((item.candidate_id for item in heard), transcriber.transcribe(heard)))
-        transcripts.update({items[i].candidate_id: Transcript(items[i].candidate_id, "", items[i].language) for i in silent})
-        transcripts = [transcripts[item.candidate_id] for item in items]
-        rates = error_rates_batch([(i.lyric, t.text, i.language) for i, t in zip(items, transcripts)])
-        rows = []
-        for transcript, rate in zip(transcripts, rates):
-            row = {"transcript": transcript.text, "language": transcript.language, "error": transcript.error}
-            if row["error"] is None and isinstance(rate, Exception):
-                row["error"] = f"error rate: {type(rate).__name__}: {rate}"
-            elif row["error"] is None:
-                row.update(per=rate.per, wer=rate.wer)
-            rows.append(row)
-        return rows
+        return score_per(self.scorer(), items, sorted({c["lyric"] for c in self.conditions.values()}))
 
 
 class SimilarityStage(ScoreStage):
@@ -157,14 +138,42 @@ class SimilarityStage(ScoreStage):
     )
 
     def score(self, items: list[ScoringItem]) -> list[dict]:
-        scorer = self.scorer()
-        rows = []
-        for result in scorer.score(items):
-            value = result.similarity
-            error = result.error or (None if value is not None and value == value else "similarity is missing or NaN")
-            rows.append({"similarity": None if error else float(value), "backend": scorer.name,
-                         "details": json.dumps(result.details, sort_keys=True, default=str), "error": error})  # fmt: skip
-        return rows
+        return score_similarity(self.scorer(), items)
+
+
+def score_per(transcriber, items: list[ScoringItem], lyrics: list[str]) -> list[dict]:
+    """PER rows (transcript, language, per, wer, error) for items, transcribed with `transcriber`
+    prepared on `lyrics` (the in-domain language model of the embedded ASR)."""
+    from pipeline.scoring.per import error_rates_batch
+
+    transcriber.prepare(lyrics)
+    # A silent vocals stem is a song that sings nothing: an empty transcript (PER 100), not a failure.
+    silent = {i for i, item in enumerate(items) if "vocals" in item.stems and _is_silent(item.stems["vocals"])}
+    heard = [item for i, item in enumerate(items) if i not in silent]
+    transcripts = dict(zip((item.candidate_id for item in heard), transcriber.transcribe(heard)))
+    transcripts.update({items[i].candidate_id: Transcript(items[i].candidate_id, "", items[i].language) for i in silent})
+    transcripts = [transcripts[item.candidate_id] for item in items]
+    rates = error_rates_batch([(i.lyric, t.text, i.language) for i, t in zip(items, transcripts)])
+    rows = []
+    for transcript, rate in zip(transcripts, rates):
+        row = {"transcript": transcript.text, "language": transcript.language, "error": transcript.error}
+        if row["error"] is None and isinstance(rate, Exception):
+            row["error"] = f"error rate: {type(rate).__name__}: {rate}"
+        elif row["error"] is None:
+            row.update(per=rate.per, wer=rate.wer)
+        rows.append(row)
+    return rows
+
+
+def score_similarity(scorer, items: list[ScoringItem]) -> list[dict]:
+    """Similarity rows (similarity, backend, details, error) for items."""
+    rows = []
+    for result in scorer.score(items):
+        value = result.similarity
+        error = result.error or (None if value is not None and value == value else "similarity is missing or NaN")
+        rows.append({"similarity": None if error else float(value), "backend": scorer.name,
+                     "details": json.dumps(result.details, sort_keys=True, default=str), "error": error})  # fmt: skip
+    return rows
 
 
 def round_conditions(store) -> dict[str, dict]:

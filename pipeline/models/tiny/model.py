@@ -117,6 +117,10 @@ class TinyLeLM(PreTrainedModel):
 
     # ---- conditioning ---------------------------------------------------------------------
     def encode_condition(self, condition: dict) -> dict[str, torch.Tensor]:
+        """The prefix ids of a condition dict; an already encoded prefix (its four id tensors, as
+        read back from text by TinyPolicy) passes through."""
+        if isinstance(condition.get("kind"), torch.Tensor):
+            return condition
         c = self.config
         return encode_condition(condition, c.tag_buckets, c.word_buckets, c.max_prefix)
 
@@ -136,6 +140,9 @@ class TinyLeLM(PreTrainedModel):
         return seq, len(prefix)
 
     def forward(self, conditions: list[dict], tokens: list[dict], training_stage: int | None = None) -> TinyLeLMOutput:
+        return self.teacher_forced(conditions, tokens, training_stage)
+
+    def teacher_forced(self, conditions: list[dict], tokens: list[dict], training_stage: int | None = None) -> TinyLeLMOutput:
         """Logits of every stream by teacher forcing; `tokens` are the labels. The loss is the
         sum of the stage's per-stream mean cross-entropies (stage 1: header + mixed; 2: vocals
         + accompaniment; 0: all four)."""
@@ -187,7 +194,7 @@ class TinyLeLM(PreTrainedModel):
     def stream_logprobs(self, conditions: list[dict], tokens: list[dict], per_token: bool = False) -> dict:
         """Log-probability of each song under its condition, per stream: [B] sums, or with
         per_token [B, n] tensors (0 at padding). "mixed" includes the final EOS token."""
-        out = self.forward(conditions, tokens)
+        out = self.teacher_forced(conditions, tokens)
         result = {}
         for s in STREAMS:
             target = out.targets[s]

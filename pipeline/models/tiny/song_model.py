@@ -80,6 +80,18 @@ class TinySongModel:
             "options": self.options.model_dump(mode="json", exclude={"checkpoint", "threads"}),
         }
 
+    def preference_prompt(self, condition: dict) -> str:
+        """The condition as the policy's prompt text (its conditioning prefix; see preference_text.py)."""
+        from pipeline.models.tiny.preference_text import TokenLayout, prompt_text
+
+        return prompt_text(condition, TokenLayout.from_config(self.model.config), self.model.config.max_prefix)
+
+    def preference_completion(self, tokens: dict) -> str:
+        """A sampled song (its tokens.json streams) as the policy's completion text."""
+        from pipeline.models.tiny.preference_text import completion_text
+
+        return completion_text(tokens)
+
     def sample(self, requests: list[CandidateRequest], params: SamplingParams, out_dir: Path) -> list[CandidateResult]:
         """Candidates sharing a condition are sampled as one batch; results come back in request order."""
         if params.cfg_coef is not None:

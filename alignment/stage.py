@@ -1,0 +1,158 @@
+"""The dpo stage: one DPO run per preference dataset (lyrics, prompt, musicality, joint).
+
+Each strategy is its own part (`dpo/<strategy>`, its own manifest record) with one shard keyed
+by its pairs files, the policy checkpoint and the resolved run options. A run writes:
+- `dpo/<strategy>/run-<key>/checkpoint-N`: TRL's checkpoints; a killed run resumes from the newest;
+- `dpo/<strategy>/model/`: the trained policy (or LoRA adapter) with its tokenizer, renamed into
+  place when complete;
+- `dpo/<strategy>/metrics.json`: training log, held-out reward accuracy and margins, a sampled
+  KL estimate against the reference;
+- the shard's rows: the training log (step, loss, reward accuracy, margins, ...).
+A strategy whose pairs are empty is skipped and says so; options come from the config's `dpo`
+mapping, checked by `DpoStageOptions`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from alignment.dpo import DpoOptions, train_dpo
+from alignment.policy import kl_estimate, load_policy, policy_folder
+from pipeline.digest import derive_seed, model_dir_digest
+from pipeline.manifest import read_manifest
+from pipeline.models.tiny.song_model import checkpoint_digest
+from pipeline.pairs import STRATEGIES
+from pipeline.stages.base import ShardSpec, Stage
+from pipeline.stages.pairs import dataset_files
+from pipeline.stages.scores import round_conditions
+
+LOG_SCHEMA = pa.schema([("step", pa.int64()), ("epoch", pa.float64()), ("loss", pa.float64()),
+                        ("reward_accuracy", pa.float64()), ("reward_margin", pa.float64()),
+                        ("logps_chosen", pa.float64()), ("logps_rejected", pa.float64())])  # fmt: skip
+LOG_FIELDS = {"loss": "loss", "reward_accuracy": "rewards/accuracies", "reward_margin": "rewards/margins",
+              "logps_chosen": "logps/chosen", "logps_rejected": "logps/rejected"}  # fmt: skip
+
+
+class DpoStageOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    strategies: list[str] = Field(default_factory=lambda: list(STRATEGIES), description="Strategies to train, by name.")
+    policy: str | None = Field(None, description="A Hugging Face causal LM folder to align; null: the round's tiny model.")
+    defaults: DpoOptions = Field(default_factory=DpoOptions, description="Run options every strategy starts from.")
+    per_strategy: dict[str, dict] = Field(default_factory=dict, description="Per-strategy overrides of `defaults`.")
+    kl_samples: int = Field(8, ge=0, description="Songs sampled on held-out prompts for the KL estimate (tiny policy).")
+
+    def for_strategy(self, strategy: str) -> DpoOptions:
+        merged = {**self.defaults.model_dump(), **self.per_strategy.get(strategy, {})}
+        try:
+            return DpoOptions.model_validate(merged)
+        except ValidationError as exc:
+            raise ValueError("; ".join(f"dpo.per_strategy.{strategy}.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                       for e in exc.errors())) from None  # fmt: skip
+
+
+def stage_options(config) -> DpoStageOptions:
+    try:
+        options = DpoStageOptions.model_validate(config.dpo)
+    except ValidationError as exc:
+        raise ValueError("; ".join(f"dpo.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+    unknown = sorted(set(options.strategies) - set(STRATEGIES)) + sorted(set(options.per_strategy) - set(STRATEGIES))
+    if unknown:
+        raise ValueError(f"dpo: unknown strategy {unknown[0]!r}; known: {', '.join(STRATEGIES)}")
+    return options
+
+
+class DpoStage(Stage):
+    strategy: str
+
+    @property
+    def folder(self) -> str:
+        return f"dpo/{self.strategy}"
+
+    def plan(self) -> list[ShardSpec]:
+        options = stage_options(self.config)
+        pairs = read_manifest(self.store)["stages"].get("pairs", {})
+        if pairs.get("status") not in ("done", "failed"):
+            raise RuntimeError(f"stage 'pairs' must be done first (status: {pairs.get('status', 'not run')})")
+        info = pairs.get("metrics", {}).get("strategies", {}).get(self.strategy)
+        files = {s: p for s, p in dataset_files(self.strategy).items() if self.store.exists(p)}
+        inputs = {"pairs": {s: self.store.file_digest(p) for s, p in files.items()},
+                  "pairs_status": (info or {}).get("status", "missing")}  # fmt: skip
+        folder = policy_folder(self.config.model.backend, self.config.model.options, options.policy)
+        inputs["policy"] = model_dir_digest(folder) if options.policy else checkpoint_digest(folder)
+        run = options.for_strategy(self.strategy).model_dump(mode="json")
+        params = {"run": run, "enabled": self.strategy in options.strategies, "kl_samples": options.kl_samples,
+                  "seed": derive_seed(self.config.seed, "dpo", self.strategy) % 2**32}  # fmt: skip
+        return [ShardSpec(self.name, 0, inputs, params)]
+
+    def build_shard(self, spec: ShardSpec) -> tuple[pa.Table, dict]:
+        status = spec.inputs["pairs_status"]
+        if not spec.params["enabled"] or status != "written" or "train" not in spec.inputs["pairs"]:
+            reason = "not in dpo.strategies" if not spec.params["enabled"] else f"pairs/{self.strategy} is {status}"
+            shutil.rmtree(self.store.path(self.folder, "model"), ignore_errors=True)
+            return pa.Table.from_pylist([], schema=LOG_SCHEMA), {"status": "skipped", "reason": reason}
+        from datasets import load_dataset
+
+        options = stage_options(self.config)
+        run_dir = Path(self.store.path(self.folder, f"run-{spec.key[:16]}"))
+        files = {s: self.store.path(p) for s, p in dataset_files(self.strategy).items() if s in spec.inputs["pairs"]}
+        data = load_dataset("parquet", data_files=files, cache_dir=str(run_dir / "datasets-cache"))
+        model, tokenizer, folder = load_policy(self.config.model.backend, self.config.model.options, options.policy)
+        trained, metrics = train_dpo(model, tokenizer, data["train"], DpoOptions.model_validate(spec.params["run"]), run_dir,
+                                     spec.params["seed"], eval_dataset=data.get("test"))  # fmt: skip
+        metrics["kl"] = self._kl(trained, options, data, spec.params["seed"])
+        self._save(trained, tokenizer)
+        metrics |= {"strategy": self.strategy, "status": "trained", "policy": str(folder),
+                    "pairs": {s: len(d) for s, d in data.items()}}  # fmt: skip
+        self.store.write_json(f"{self.folder}/metrics.json", metrics)
+        rows = [{"step": r["step"], "epoch": r.get("epoch"), **{k: r.get(v) for k, v in LOG_FIELDS.items()}}
+                for r in metrics["log"] if "loss" in r]  # fmt: skip
+        summary = {k: v for k, v in metrics.get("eval", {}).items() if k.startswith("eval_rewards/")}
+        return pa.Table.from_pylist(rows, schema=LOG_SCHEMA), {"status": "trained", **summary, **metrics["kl"]}
+
+    def summarize(self, results, seconds: float) -> dict:
+        return {key: value for result in results for key, value in result.metrics.items()}
+
+    def _kl(self, trained, options: DpoStageOptions, data, seed: int) -> dict:
+        if options.policy is not None or options.kl_samples == 0:
+            return {"kl": None, "kl_stderr": None, "samples": 0}
+        model, _, _ = load_policy(self.config.model.backend, self.config.model.options, None)
+        held_out = data.get("test") or data["train"]
+        conditions = round_conditions(self.store)
+        prompts = sorted(set(held_out["prompt_id"]))
+        picks = [prompts[i % len(prompts)] for i in range(options.kl_samples)]
+        policy = trained.get_base_model() if hasattr(trained, "get_base_model") else trained
+        policy.eval()
+        return kl_estimate(policy, model.eval(), [conditions[p] for p in picks],
+                           [derive_seed(seed, "kl", i) for i in range(len(picks))],
+                           temperature=self.config.sampling.temperature)  # fmt: skip
+
+    def _save(self, trained, tokenizer) -> None:
+        """Into a scratch folder, then renamed over the old model: never half a model on disk."""
+        final = Path(self.store.path(self.folder, "model"))
+        scratch = final.with_name(".partial-model")
+        shutil.rmtree(scratch, ignore_errors=True)
+        trained.save_pretrained(scratch)
+        tokenizer.save_pretrained(scratch)
+        shutil.rmtree(final, ignore_errors=True)
+        scratch.rename(final)
+
+
+class DpoLyricsStage(DpoStage):
+    name, strategy = "dpo/lyrics", "lyrics"
+
+
+class DpoPromptStage(DpoStage):
+    name, strategy = "dpo/prompt", "prompt"
+
+
+class DpoMusicalityStage(DpoStage):
+    name, strategy = "dpo/musicality", "musicality"
+
+
+class DpoJointStage(DpoStage):
+    name, strategy = "dpo/joint", "joint"

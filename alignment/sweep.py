@@ -1,0 +1,99 @@
+"""The interpolation sweep's arithmetic: simplex grids, Pareto fronts, hypervolume, a chosen point.
+
+`sweep(points, evaluate)` evaluates each weight vector (lazily: `evaluate` merges and scores
+one point) and returns the results table; the rest are pure functions of that table. Metrics
+are oriented so that larger is better before any comparison (PER is negated).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from fractions import Fraction
+
+import numpy as np
+import pandas as pd
+
+from alignment.evaluate import METRICS
+
+
+def simplex_grid(strategies: list[str], step: float) -> list[dict[str, float]]:
+    """Every weight vector over `strategies` with components in multiples of `step`, summing to 1."""
+    n = round(1 / step)
+    if n < 1 or abs(n * step - 1) > 1e-9:
+        raise ValueError(f"sweep.step: {step} must divide 1 (e.g. 0.5, 0.25, 0.2)")
+    if len(strategies) < 2:
+        raise ValueError(f"sweep.strategies: need at least two to interpolate, got {strategies}")
+    points = []
+    for combo in itertools.product(range(n + 1), repeat=len(strategies) - 1):
+        if sum(combo) <= n:
+            parts = (*combo, n - sum(combo))
+            points.append({s: float(Fraction(k, n)) for s, k in zip(strategies, parts)})
+    return sorted(points, key=lambda w: tuple(-w[s] for s in strategies))
+
+
+def point_name(weights: dict[str, float]) -> str:
+    """A stable, readable name: 'lyrics0.50-prompt0.50-musicality0.00'."""
+    return "-".join(f"{s}{w:.2f}" for s, w in weights.items())
+
+
+def sweep(points: dict[str, dict], evaluate: Callable[[str, dict], dict]) -> pd.DataFrame:
+    """Evaluate every named point ({name: spec}); `evaluate(name, spec)` returns its metrics
+    ({metric: {mean, low, high}, ...}). One row per point: name, spec fields, metric means and intervals."""
+    rows = []
+    for name, spec in points.items():
+        result = evaluate(name, spec)
+        row = {"point": name, **{f"w_{k}": v for k, v in spec.get("weights", {}).items()}, "kind": spec["kind"]}
+        for metric in METRICS:
+            stats = result.get(metric) or {}
+            row |= {metric: stats.get("mean"), f"{metric}_low": stats.get("low"), f"{metric}_high": stats.get("high")}
+        row |= {"songs": result.get("songs"), "failed": result.get("failed")}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def oriented(frame: pd.DataFrame) -> np.ndarray:
+    """[points, metrics] with larger = better (PER negated)."""
+    return np.stack([frame[m].to_numpy(dtype=float) * (1 if up else -1) for m, up in METRICS.items()], axis=1)
+
+
+def pareto_mask(values: np.ndarray) -> np.ndarray:
+    """True for points no other point dominates (>= everywhere, > somewhere); NaN rows are never on it."""
+    finite = np.isfinite(values).all(axis=1)
+    mask = finite.copy()
+    for i in np.flatnonzero(finite):
+        others = values[finite]
+        dominated = ((others >= values[i]).all(axis=1) & (others > values[i]).any(axis=1)).any()
+        mask[i] = not dominated
+    return mask
+
+
+def hypervolume(values: np.ndarray, reference: np.ndarray) -> float:
+    """Volume dominated by the points and bounded below by `reference` (maximisation), exact:
+    the union of boxes [reference, point] summed over the grid of their coordinates."""
+    points = values[np.isfinite(values).all(axis=1)]
+    points = points[(points > reference).all(axis=1)]
+    if len(points) == 0:
+        return 0.0
+    axes = [np.unique(np.concatenate([[reference[d]], points[:, d]])) for d in range(values.shape[1])]
+    total = 0.0
+    for cell in itertools.product(*(range(len(a) - 1) for a in axes)):
+        upper = np.array([axes[d][i + 1] for d, i in enumerate(cell)])
+        if (points >= upper).all(axis=1).any():
+            total += float(np.prod([axes[d][i + 1] - axes[d][i] for d, i in enumerate(cell)]))
+    return total
+
+
+def normalised(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    span = np.where(high > low, high - low, 1.0)
+    return (values - low) / span
+
+
+def choose(frame: pd.DataFrame, utility: dict[str, float]) -> tuple[str, np.ndarray]:
+    """The point maximising Σ wₘ · (metric m scaled to [0, 1] over the sweep, larger = better);
+    returns its name and every point's utility."""
+    values = oriented(frame)
+    scaled = normalised(values, np.nanmin(values, axis=0), np.nanmax(values, axis=0))
+    weights = np.array([utility.get(m, 0.0) for m in METRICS])
+    scores = np.where(np.isfinite(scaled).all(axis=1), scaled @ weights, -np.inf)
+    return str(frame["point"].iloc[int(np.argmax(scores))]), scores

@@ -1,0 +1,173 @@
+"""The sweep's outputs: results table, Pareto front, hypervolume, chosen point, plots, report.md.
+
+The ablation table (the paper's rows in miniature) is part of the report and can be pasted
+into a README between `<!-- ablation:start -->` and `<!-- ablation:end -->` by `update_readme`.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from alignment.evaluate import METRICS, summarize
+from alignment.sweep import choose, hypervolume, oriented, pareto_mask, sweep
+
+ABLATION_ROWS = {"w/o DPO": "base", "lyrics only": "lyrics", "prompt only": "prompt",
+                 "musicality only": "musicality", "joint": "joint", "DNI": "dni"}  # fmt: skip
+ARROWS = {"per": "PER ↓", "similarity": "similarity ↑", "reward": "reward ↑"}
+START, END = "<!-- ablation:start -->", "<!-- ablation:end -->"
+
+
+def write_sweep_report(store, points: dict, songs: dict[str, pd.DataFrame], options) -> dict:
+    """Writes sweep/results.parquet, pareto.png, simplex.png, report.md; returns the stage metrics."""
+    import pyarrow as pa
+
+    frame = sweep({n: s for n, s in points.items() if n in songs}, lambda name, spec: summarize(songs[name]))
+    values = oriented(frame)
+    frame["pareto"] = pareto_mask(values)
+    chosen, utility = choose(frame, options.utility)
+    frame["utility"] = utility
+    nadir = np.nanmin(values, axis=0)
+    span = np.nanmax(values, axis=0) - nadir
+    scaled = (values - nadir) / np.where(span > 0, span, 1.0)
+    volume = hypervolume(scaled[frame["pareto"].to_numpy()], np.zeros(values.shape[1]) - 1e-9)
+    store.write_table("sweep/results.parquet", pa.Table.from_pandas(frame, preserve_index=False))
+    store.write_bytes("sweep/pareto.png", _pareto_png(frame))
+    grid = frame[frame["kind"] == "grid"]
+    axes = [c.removeprefix("w_") for c in frame.columns if c.startswith("w_")]
+    if len(axes) == 3 and len(grid):
+        store.write_bytes("sweep/simplex.png", _simplex_png(grid, axes))
+    table = ablation_table(frame, axes)
+    store.write_bytes("sweep/report.md", _report(frame, table, chosen, volume, options).encode("utf-8"))
+    store.write_bytes("report.md", _round_report(store, table, chosen).encode("utf-8"))
+    return {"points": len(frame), "pareto_points": int(frame["pareto"].sum()), "hypervolume": volume,
+            "chosen": chosen, "ablation": table}  # fmt: skip
+
+
+def ablation_table(frame: pd.DataFrame, axes: list[str]) -> str:
+    """Markdown: the paper's ablation rows, mean [95 % interval] per metric."""
+    by_name = frame.set_index("point")
+    lines = ["| model | " + " | ".join(ARROWS[m] for m in METRICS) + " |", "|---|" + "---|" * len(METRICS)]
+    for label, key in ABLATION_ROWS.items():
+        name = key if key in by_name.index else _vertex(by_name, axes, key)
+        if name is None:
+            lines.append(f"| {label} | " + " | ".join("not trained" for _ in METRICS) + " |")
+            continue
+        row = by_name.loc[name]
+        cells = [f"{row[m]:.3g} [{row[f'{m}_low']:.3g}, {row[f'{m}_high']:.3g}]" if pd.notna(row[m]) else "—" for m in METRICS]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, table: str, note: str) -> None:
+    """Replace the README's ablation section (between the markers) with `table` and `note`."""
+    text = readme.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        raise ValueError(f"{readme}: no ablation section ({START} ... {END})")
+    block = f"{START}\n{table}\n\n{note}\n{END}"
+    readme.write_text(re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S), encoding="utf-8")
+
+
+def _vertex(by_name: pd.DataFrame, axes: list[str], strategy: str) -> str | None:
+    if strategy not in axes:
+        return None
+    for name, row in by_name.iterrows():
+        if row["kind"] == "grid" and all(row[f"w_{s}"] == (1.0 if s == strategy else 0.0) for s in axes):
+            return name
+    return None
+
+
+def _report(frame: pd.DataFrame, table: str, chosen: str, volume: float, options) -> str:
+    shown = frame[["point", "kind", *METRICS, "pareto", "utility", "songs", "failed"]].copy()
+    lines = ["# Interpolation sweep", "",
+             f"Points: {len(frame)} (grid step {options.step}, form {options.form}); songs per point: "
+             f"{options.prompts} held-out prompts x {options.seeds} seeds, the same for every point.",
+             f"Pareto front: {int(frame['pareto'].sum())} points; hypervolume {volume:.4f} (metrics scaled to [0, 1] "
+             "over the sweep, reference at the worst value of each).",
+             f"Chosen point (utility weights {options.utility}): **{chosen}**.", "",
+             "## Ablation", "", table, "",
+             "Mean over the songs scored, [95 % bootstrap interval over those songs].", "",
+             "## Every point", "", _markdown(shown), "", "![Pareto fronts](pareto.png)"]  # fmt: skip
+    if "w_musicality" in frame.columns:
+        lines.append("![Simplex](simplex.png)")
+    return "\n".join(lines) + "\n"
+
+
+def _round_report(store, table: str, chosen: str) -> str:
+    """The round's summary: every stage's status, rows and time, then the ablation."""
+    from pipeline.config import STAGES
+    from pipeline.manifest import read_manifest
+    from pipeline.stages.runner import stage_parts
+
+    manifest = read_manifest(store)
+    lines = [f"# Round {manifest['config']['name']}", "",
+             f"Config hash {manifest['config_hash'][:12]}, seed {manifest['seed']}, git {str(manifest.get('git_sha'))[:12]}.", "",
+             "| stage | status | rows | seconds |", "|---|---|---|---|"]  # fmt: skip
+    for name in (part for stage in STAGES for part in stage_parts(stage) if part in manifest["stages"]):
+        record = manifest["stages"][name]
+        lines.append(f"| {name} | {record.get('status')} | {record.get('rows', '')} | {record.get('seconds', '')} |")
+    lines += ["", "## Ablation (held-out prompts)", "", table, "", f"Chosen DNI point: **{chosen}** (see sweep/report.md)."]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    head = "| " + " | ".join(frame.columns) + " |"
+    rows = ["| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |"
+            for row in frame.itertuples(index=False)]  # fmt: skip
+    return "\n".join([head, "|" + "---|" * len(frame.columns), *rows])
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _pareto_png(frame: pd.DataFrame) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = [("per", "similarity"), ("per", "reward"), ("similarity", "reward")]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for ax, (x, y) in zip(axes, pairs):
+        for kind, marker in (("grid", "o"), ("named", "*"), ("base", "s"), ("joint", "D")):
+            part = frame[frame["kind"] == kind]
+            ax.scatter(part[x], part[y], marker=marker, s=60, label=kind,
+                       edgecolors=["red" if p else "none" for p in part["pareto"]])  # fmt: skip
+            for _, row in part[part["kind"] != "grid"].iterrows():
+                ax.annotate(row["point"], (row[x], row[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(ARROWS[x])
+        ax.set_ylabel(ARROWS[y])
+    axes[0].legend(fontsize=7, title="red edge: Pareto front", title_fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _simplex_png(grid: pd.DataFrame, axes: list[str]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    corners = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, np.sqrt(3) / 2]])
+    xy = grid[[f"w_{s}" for s in axes]].to_numpy(dtype=float) @ corners
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot(*np.vstack([corners, corners[:1]]).T, color="grey", lw=1)
+    dots = ax.scatter(xy[:, 0], xy[:, 1], c=grid["utility"], cmap="viridis", s=260, edgecolors="black")
+    for (x, y), name, value in zip(xy, grid["point"], grid["utility"]):
+        ax.annotate(f"{value:.2f}", (x, y), fontsize=7, ha="center", va="center", color="white")
+    for corner, name in zip(corners, axes):
+        ax.annotate(name, corner, fontsize=10, xytext=(0, -14 if corner[1] == 0 else 6), textcoords="offset points", ha="center")
+    fig.colorbar(dots, ax=ax, label="declared utility")
+    ax.set_axis_off()
+    ax.set_title("DNI weights: utility over the simplex")
+    return _png(fig)

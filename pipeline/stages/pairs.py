@@ -1,0 +1,206 @@
+"""The pairs stage: scored candidates -> one preference dataset per strategy, ready for TRL.
+
+One shard per strategy (lyrics, prompt, musicality, joint), keyed by the score tables that
+strategy reads, the candidates, the pair options, the seed and the song model. A shard does
+two things:
+- its Parquet shard (`pairs/shard-*.parquet`, the stage's bookkeeping) holds the selected
+  pairs: ids, scores, gap, genre, language, split;
+- the dataset itself goes to `pairs/<strategy>/data/{train,test}-00000-of-00001.parquet`, a
+  Hugging Face Parquet dataset with TRL DPOTrainer's columns `prompt`, `chosen`, `rejected`
+  (the song model's text of the condition and of each song; for the tiny policy its token
+  sequences), plus both candidates' ids, audio URIs and every score, and `strategy`.
+An empty pair set is reported (status "empty" in the manifest, with the counts that explain
+it) and no dataset is written; a strategy whose score table is missing fails alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.manifest import read_manifest
+from pipeline.models.registry import load_song_model
+from pipeline.pairs import STRATEGIES, get_strategy
+from pipeline.stages.base import ShardSpec, Stage
+from pipeline.stages.scores import round_conditions
+
+# The score tables each strategy reads: (stage, column) pairs.
+SCORES = {"per": ("scores/per", "per"), "similarity": ("scores/similarity", "similarity"),
+          "reward": ("scores/reward", "reward")}  # fmt: skip
+NEEDS = {"lyrics": ("per",), "prompt": ("similarity",), "musicality": ("reward",), "joint": ("per", "similarity", "reward")}
+SPLITS = ("train", "test")
+INDEX_SCHEMA = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("chosen_id", pa.string()),
+        ("rejected_id", pa.string()),
+        ("strategy", pa.string()),
+        ("chosen_score", pa.float64()),
+        ("rejected_score", pa.float64()),
+        ("gap", pa.float64()),
+        ("genre", pa.string()),
+        ("language", pa.string()),
+        ("split", pa.string()),
+    ]
+)
+DATASET_SCHEMA = pa.schema(
+    [
+        ("prompt", pa.string()),
+        ("chosen", pa.string()),
+        ("rejected", pa.string()),
+        ("prompt_id", pa.string()),
+        ("chosen_id", pa.string()),
+        ("rejected_id", pa.string()),
+        ("chosen_audio_uri", pa.string()),
+        ("rejected_audio_uri", pa.string()),
+        *[(f"{side}_{score}", pa.float64()) for score in SCORES for side in ("chosen", "rejected")],
+        ("strategy", pa.string()),
+        ("chosen_score", pa.float64()),
+        ("rejected_score", pa.float64()),
+        ("gap", pa.float64()),
+        ("genre", pa.string()),
+        ("language", pa.string()),
+        ("split", pa.string()),
+    ]
+)
+
+
+def dataset_files(strategy: str) -> dict[str, str]:
+    """Split -> the dataset file of a strategy, relative to the round."""
+    return {split: f"pairs/{strategy}/data/{split}-00000-of-00001.parquet" for split in SPLITS}
+
+
+class PairsStage(Stage):
+    name = "pairs"
+
+    def plan(self) -> list[ShardSpec]:
+        stages = read_manifest(self.store)["stages"]
+        candidates = stages.get("candidates", {})
+        if candidates.get("status") != "done":
+            raise RuntimeError(f"stage 'candidates' must be done first (status: {candidates.get('status', 'not run')})")
+        options = self.config.pairs.model_dump(mode="json")
+        params = {"seed": self.config.seed, "model": {"backend": self.config.model.backend, "options": self.config.model.options}}
+        specs = []
+        for index, strategy in enumerate(STRATEGIES):
+            # keyed by the options this strategy reads only: a new PER gap leaves prompt pairs alone
+            read = ("lyrics", "prompt", "musicality") if strategy == "joint" else (strategy,)
+            params["options"] = {k: options[k] for k in (*read, "selection")}
+            tables = {SCORES[s][0]: stages.get(SCORES[s][0], {}) for s in NEEDS[strategy]}
+            inputs = {"candidates": candidates["outputs"]}
+            inputs |= {name: rec.get("outputs") if rec.get("status") == "done" else None for name, rec in tables.items()}
+            specs.append(ShardSpec(self.name, index, inputs, {**params, "strategy": strategy}))
+        return specs
+
+    def build_shard(self, spec: ShardSpec) -> tuple[pa.Table, dict]:
+        strategy = spec.params["strategy"]
+        missing = [name for name, outputs in spec.inputs.items() if outputs is None]
+        if missing:
+            raise ValueError(f"pairs/{strategy}: needs {', '.join(missing)}, which is not done; run its stage first")
+        scored, lookup = self.scored_candidates(NEEDS[strategy])
+        pairs, stats = get_strategy(strategy)(scored, self.config.pairs, self.config.seed)
+        for split, path in dataset_files(strategy).items():  # a dataset of an earlier config must not linger
+            if self.store.exists(path):
+                self.store.remove(path)
+        if len(pairs):
+            dataset = self.trl_dataset(pairs, lookup)
+            for split, path in dataset_files(strategy).items():
+                part = dataset.filter(pc.equal(dataset["split"], split))
+                if part.num_rows:
+                    self.store.write_table(path, part)
+        metrics = {"strategy": strategy, "status": "written" if len(pairs) else "empty", "rule": rule_text(strategy, self.config.pairs),
+                   **_counts(pairs, stats)}  # fmt: skip
+        index = pa.Table.from_pandas(pairs[list(INDEX_SCHEMA.names)], schema=INDEX_SCHEMA, preserve_index=False)
+        return index, metrics
+
+    def summarize(self, results, seconds: float) -> dict:
+        strategies = {r.metrics["strategy"]: {k: v for k, v in r.metrics.items() if k != "strategy"} for r in results}
+        empty = sorted(name for name, m in strategies.items() if m["status"] == "empty")
+        return {"strategies": strategies, "empty": empty, "options": self.config.pairs.model_dump(mode="json"),
+                "pairs": sum(m["pairs"] for m in strategies.values())}  # fmt: skip
+
+    def scored_candidates(self, needed: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(the strategy's input: candidate_id, prompt_id, genre, language and its score columns,
+        a failed score as NaN; every candidate's row with tokens, audio and all scores)."""
+        conditions = round_conditions(self.store)
+        stages = read_manifest(self.store)["stages"]
+        frames = [self.store.read_table(p).to_pandas() for p in _outputs(stages, "candidates")]
+        cands = pd.concat(frames, ignore_index=True)
+        cands = cands[cands["error"].isna()].rename(columns={"condition_id": "prompt_id"})
+        cands["genre"] = cands["prompt_id"].map(lambda c: conditions[c].get("genre") or "")
+        cands["language"] = cands["prompt_id"].map(lambda c: conditions[c].get("language") or "")
+        for score, (stage, column) in SCORES.items():
+            if stages.get(stage, {}).get("status") != "done":
+                cands[score] = math.nan
+                continue
+            table = pd.concat([self.store.read_table(p, ["candidate_id", column, "error"]).to_pandas()
+                               for p in _outputs(stages, stage)], ignore_index=True)  # fmt: skip
+            values = table.set_index("candidate_id")[column].where(table.set_index("candidate_id")["error"].isna())
+            cands[score] = cands["candidate_id"].map(values).astype(float)
+        columns = ["candidate_id", "prompt_id", "genre", "language", *needed]
+        return cands[columns].reset_index(drop=True), cands.set_index("candidate_id")
+
+    def trl_dataset(self, pairs: pd.DataFrame, lookup: pd.DataFrame) -> pa.Table:
+        """TRL's columns from the song model's text forms, then ids, audio and every score."""
+        model = load_song_model(self.config.model.backend, self.config.model.options)
+        if not hasattr(model, "preference_completion"):
+            raise ValueError(f"model.backend {self.config.model.backend!r} gives no text of its songs for DPO "
+                             "(a SongModel needs preference_prompt and preference_completion)")  # fmt: skip
+        conditions = round_conditions(self.store)
+        prompts = {p: model.preference_prompt(conditions[p]) for p in pairs["prompt_id"].unique()}
+        songs = {}
+        for cid in pd.unique(pairs[["chosen_id", "rejected_id"]].to_numpy().ravel()):
+            uri = lookup.at[cid, "tokens_uri"]
+            if not uri:
+                raise ValueError(f"candidate {cid} has no tokens_uri: the model recorded no tokens to train on")
+            songs[cid] = model.preference_completion(json.loads(self.store.read_bytes(uri)))
+        out = {"prompt": pairs["prompt_id"].map(prompts), "chosen": pairs["chosen_id"].map(songs),
+               "rejected": pairs["rejected_id"].map(songs)}  # fmt: skip
+        for side in ("chosen", "rejected"):
+            ids = pairs[f"{side}_id"]
+            out[f"{side}_audio_uri"] = ids.map(lookup["mix_uri"])
+            for score in SCORES:
+                out[f"{side}_{score}"] = ids.map(lookup[score]) if score in lookup else math.nan
+        frame = pairs.assign(**out)
+        return pa.Table.from_pandas(frame[list(DATASET_SCHEMA.names)], schema=DATASET_SCHEMA, preserve_index=False)
+
+
+def _outputs(stages: dict, stage: str) -> list[str]:
+    return [f"{stage}/{name}" for name in sorted(stages[stage]["outputs"])]
+
+
+def _counts(pairs: pd.DataFrame, stats: dict) -> dict:
+    """The manifest's counts for one strategy: what came in, what each rule dropped, what is left."""
+    parts = stats.get("strategies", {stats.get("strategy"): stats})
+    return {
+        "pairs": len(pairs),
+        "train": int((pairs["split"] == "train").sum()),
+        "test": int((pairs["split"] == "test").sum()),
+        "prompts": int(pairs["prompt_id"].nunique()),
+        "candidates_in": stats["candidates_in"],
+        "dropped": {
+            "nan_scores": max(p["nan_excluded"] for p in parts.values()),
+            "single_candidate_prompts": max(p["single_candidate_prompts"] for p in parts.values()),
+            "tied_pairs": sum(p["tied_pairs"] for p in parts.values()),
+            "below_threshold": sum(p["candidate_pairs"] - p["tied_pairs"] - p["pairs_before_selection"] for p in parts.values()),
+            "selection_cap": sum(p["pairs_before_selection"] - p["pairs_out"] for p in parts.values()),
+            "joint_duplicates": stats.get("duplicates_removed", 0),
+        },
+        "after_each_rule": {name: p["pairs_after_each_rule"] for name, p in parts.items()},
+    }
+
+
+def rule_text(strategy: str, options) -> str:
+    """One line saying which pairs the strategy keeps, with the thresholds in force."""
+    lyr, pr, mu, sel = options.lyrics, options.prompt, options.musicality, options.selection
+    rules = {
+        "lyrics": f"PER gap > {lyr.per_gap}" + (f", chosen PER <= {lyr.max_chosen_per}" if lyr.max_chosen_per is not None else ""),
+        "prompt": f"similarity ({pr.thresholds}) chosen >= {pr.upper}, rejected <= {pr.lower}, gap >= {pr.min_gap}",
+        "musicality": f"reward margin >= {mu.reward_margin}",
+    }
+    rules["joint"] = "union of: " + "; ".join(rules[s] for s in ("lyrics", "prompt", "musicality"))
+    return (f"{rules[strategy]}; at most {sel.max_pairs_per_prompt} pairs per prompt, "
+            f"each candidate in at most {sel.max_uses_per_candidate}")  # fmt: skip

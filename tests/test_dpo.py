@@ -1,0 +1,137 @@
+"""DPO with TRL on the tiny multi-stream policy and on a plain causal LM; resuming; LoRA."""
+
+import json
+
+import pytest
+import torch
+from datasets import Dataset
+from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+from alignment.dpo import DpoOptions, LoraOptions, last_checkpoint, train_dpo
+from alignment.policy import kl_estimate
+from alignment.tiny_policy import TinyPolicy
+from pipeline.models.tiny.preference_text import TinySongTokenizer, TokenLayout, completion_text, prompt_text
+from pipeline.models.tiny.song_model import CHECKPOINT_DIR
+
+CONDITIONS = [
+    {"lyric": "[verse] the light is low. we walk the road [chorus] sing it out", "genre": "pop", "gender": "female",
+     "emotion": "happy", "instruments": ["piano"], "bpm": 100, "auto_prompt_audio_type": "Pop"},
+    {"lyric": "[verse] cold rain on the hill [chorus] hold on", "genre": "rock", "gender": "male",
+     "emotion": "sad", "instruments": ["guitar"], "bpm": 80, "auto_prompt_audio_type": "Rock"},
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def policy():
+    torch.manual_seed(0)
+    return TinyPolicy.from_pretrained(CHECKPOINT_DIR, torch_dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def songs(policy):
+    return [policy.sample_batch(c, [1, 2, 3, 4], max_frames=48) for c in CONDITIONS]
+
+
+@pytest.fixture(scope="module")
+def dataset(policy, songs):
+    layout = TokenLayout.from_config(policy.config)
+    rows = []
+    for condition, batch in zip(CONDITIONS, songs):
+        prompt = prompt_text(condition, layout, policy.config.max_prefix)
+        rows += [{"prompt": prompt, "chosen": completion_text(batch[i]), "rejected": completion_text(batch[i + 2])}
+                 for i in range(2)]  # fmt: skip
+    return Dataset.from_list(rows)
+
+
+def test_text_form_reads_back_to_the_same_prefix_and_streams(policy, songs):
+    tokenizer = TinySongTokenizer.for_model(policy)
+    condition, song = CONDITIONS[0], songs[0][0]
+    text = prompt_text(condition, TokenLayout.from_config(policy.config), policy.config.max_prefix)
+    ids = torch.tensor(tokenizer(text + completion_text(song))["input_ids"])
+    prefix, tokens, _ = policy.read_row(ids)
+    expected = policy.encode_condition(condition)
+    assert all(torch.equal(prefix[k], expected[k]) for k in expected)
+    assert tokens == {k: list(v) for k, v in song.items()}
+    with pytest.raises(ValueError, match="not a token"):
+        tokenizer("K1 Z9")
+
+
+def test_trl_log_probs_equal_the_models_teacher_forced_ones(policy, songs, dataset):
+    """Through TRL's own collator and label masking: per-token log-probs sum to stream_logprobs."""
+    tokenizer = TinySongTokenizer.for_model(policy)
+    examples = []
+    for row in dataset.select(range(2)):
+        ids = {k: tokenizer(row[k])["input_ids"] for k in ("prompt", "chosen", "rejected")}
+        examples.append({"prompt_ids": ids["prompt"], "chosen_ids": ids["chosen"], "rejected_ids": ids["rejected"]})
+    batch = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)(examples)
+    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+    with torch.no_grad():
+        out = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels, fused_lm_head=True)
+        chosen = [songs[0][0], songs[0][1]]
+        rejected = [songs[0][2], songs[0][3]]
+        expected = policy.stream_logprobs([CONDITIONS[0]] * 4, chosen + rejected)
+    total = sum(expected.values())
+    assert torch.allclose(out.log_probs.sum(1), total, atol=1e-4)
+    assert out.log_probs.shape == (4, batch["input_ids"].shape[1] - 1)
+    assert (out.log_probs[labels[:, 1:] == -100] == 0).all()  # prompt and padding carry nothing
+
+
+def test_dpo_trains_checkpoints_and_resumes(policy, dataset, tmp_path):
+    options = DpoOptions(max_steps=2, batch_size=2, save_steps=1, learning_rate=1e-4)
+    model = TinyPolicy.from_pretrained(CHECKPOINT_DIR, torch_dtype=torch.float32)
+    trained, metrics = train_dpo(model, TinySongTokenizer.for_model(model), dataset, options, tmp_path, seed=0,
+                                 eval_dataset=dataset)  # fmt: skip
+    assert last_checkpoint(tmp_path).name == "checkpoint-2" and metrics["resumed_from"] is None
+    assert 0.0 <= metrics["eval"]["eval_rewards/accuracies"] <= 1.0
+    losses = [row["loss"] for row in metrics["log"] if "loss" in row]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    moved = any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), policy.state_dict().values()))
+    assert moved
+    # A longer run in the same folder picks up where the last one stopped (as after a kill).
+    model = TinyPolicy.from_pretrained(CHECKPOINT_DIR, torch_dtype=torch.float32)
+    _, metrics = train_dpo(model, TinySongTokenizer.for_model(model), dataset, options.model_copy(update={"max_steps": 3}),
+                           tmp_path, seed=0)  # fmt: skip
+    assert metrics["resumed_from"] == "checkpoint-2"
+    state = json.loads((last_checkpoint(tmp_path) / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and len([r for r in state["log_history"] if "loss" in r]) == 3
+
+
+def test_lora_run_keeps_the_base_as_reference(dataset, tmp_path):
+    model = TinyPolicy.from_pretrained(CHECKPOINT_DIR, torch_dtype=torch.float32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    options = DpoOptions(max_steps=1, batch_size=2, lora=LoraOptions(r=4, alpha=8), learning_rate=1e-3)
+    trained, _ = train_dpo(model, TinySongTokenizer.for_model(model), dataset, options, tmp_path, seed=0)
+    trained.save_pretrained(tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    base = trained.get_base_model()
+    with trained.disable_adapter():
+        unchanged = {k.replace(".base_layer", ""): v for k, v in base.state_dict().items() if "lora_" not in k}
+    assert all(torch.equal(unchanged[k], v) for k, v in before.items())
+
+
+def test_kl_estimate_is_zero_against_itself_and_positive_after_a_change(policy):
+    same = kl_estimate(policy, policy, CONDITIONS, [5, 6], max_frames=32)
+    assert same["samples"] == 2 and abs(same["kl"]) < 1e-4
+    shifted = TinyPolicy.from_pretrained(CHECKPOINT_DIR, torch_dtype=torch.float32).eval()
+    with torch.no_grad():
+        shifted.vocals_head.bias += torch.linspace(-8, 8, shifted.vocals_head.bias.numel())
+    moved = kl_estimate(shifted, policy, CONDITIONS * 2, [5, 6, 7, 8], max_frames=32)
+    assert moved["kl"] > 2 * moved["kl_stderr"] > 0
+
+
+def test_plain_causal_lm_trains_with_the_stock_fused_head(tmp_path):
+    """A Hugging Face causal LM (a YuE-style song LM) goes through TRL's own path unchanged."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    words = ["<pad>", "<eos>"] + [f"t{i}" for i in range(30)]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
+    config = LlamaConfig(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=0, eos_token_id=1)  # fmt: skip
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    data = Dataset.from_list([{"prompt": "t1 t2 ", "chosen": "t3 t4", "rejected": "t5 t6 t7"}] * 4)
+    _, metrics = train_dpo(model, tokenizer, data, DpoOptions(max_steps=2, batch_size=2), tmp_path, seed=0)
+    assert [row["step"] for row in metrics["log"] if "loss" in row] == [1, 2]
