@@ -40,8 +40,10 @@ $(INSTALL_STAMP): pyproject.toml constraints.txt $(APT_STAMP)
 	$(PIP) install -q -c constraints.txt --no-deps muq==0.1.0
 	@touch $@
 
+# The whole chain, lyrics to sweep; ends with the round's summary and the ablation table.
 round: setup
 	$(VENV)/bin/songpref round run --config $(CONFIG) --out $(ROUND_DIR)
+	@cat $(ROUND_DIR)/report.md
 
 test: setup
 	$(VENV)/bin/python -m pytest -q

@@ -10,6 +10,7 @@ reference log-probs, PEFT, logging, checkpointing and resuming) is TRL's own.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 from pathlib import Path
@@ -125,9 +126,14 @@ def train_dpo(model, tokenizer, train_dataset, options: DpoOptions, output_dir: 
         torch.set_num_threads(options.threads)
     if len(train_dataset) == 0:
         raise ValueError("DPO: the training split has no pairs")
+    # Without precomputed log-probs and without LoRA, TRL would rebuild the reference from the
+    # model's path through the Auto classes, which know neither in-memory models nor the tiny policy.
+    reference = None
+    if not options.precompute_ref_log_probs and options.lora is None:
+        reference = copy.deepcopy(model).eval().requires_grad_(False)
     trainer = MultiStreamDPOTrainer(
-        model=model, args=options.dpo_config(output_dir, seed), train_dataset=train_dataset, eval_dataset=eval_dataset,
-        processing_class=tokenizer, peft_config=options.peft_config(), callbacks=callbacks,
+        model=model, ref_model=reference, args=options.dpo_config(output_dir, seed), train_dataset=train_dataset,
+        eval_dataset=eval_dataset, processing_class=tokenizer, peft_config=options.peft_config(), callbacks=callbacks,
     )  # fmt: skip
     resume = last_checkpoint(output_dir)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)

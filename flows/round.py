@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 
 from prefect import flow, task, unmapped
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
@@ -68,10 +68,22 @@ def stage_flow(round_url: str, config: dict, stage_name: str) -> dict:
     create_markdown_artifact(
         key=re.sub(r"[^a-z0-9-]", "-", f"{stage_name}-summary"), markdown=_summary_markdown(stage_name, record), description=f"{stage_name} stage"
     )
+    if stage_name == "sweep" and not errors:
+        _publish_sweep(stage.store)
     _report("finish", stage_name, record)
     if errors:
         raise RuntimeError(f"stage {stage_name} failed on {len(errors)} shard(s): {errors[0]}")
     return record
+
+
+def _publish_sweep(store: RoundStore) -> None:
+    """The sweep's report and plots as artifacts: the table as markdown, the plots as image links."""
+    create_markdown_artifact(key="sweep-report", markdown=store.read_bytes("sweep/report.md").decode("utf-8"),
+                             description="Interpolation sweep: ablation, every point, chosen weights")  # fmt: skip
+    for name in ("pareto", "simplex"):
+        if store.exists(f"sweep/{name}.png"):
+            create_image_artifact(image_url=store.fs.unstrip_protocol(store.path(f"sweep/{name}.png")), key=f"sweep-{name}",
+                                  description=f"sweep/{name}.png")  # fmt: skip
 
 
 def _summary_markdown(stage_name: str, record: dict) -> str:

@@ -34,3 +34,11 @@ def levo_reference() -> Path:
     if not LEVO_REFERENCE.is_dir():
         pytest.skip(f"LeVo reference data not found at {LEVO_REFERENCE} (test data, kept outside the repo)")
     return LEVO_REFERENCE
+
+
+@pytest.fixture(scope="session")
+def round_dir(tmp_path_factory):
+    """(root, store) of a small real round (6 prompts x 3 songs) with every stage up to pairs done."""
+    from small_round import build_round
+
+    return build_round(tmp_path_factory.mktemp("small-round"))

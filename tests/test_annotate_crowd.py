@@ -68,13 +68,17 @@ def test_crowd_rankings_go_through_the_service_once(crowd_round):
     assert got["gold_answer"].where(got["is_gold"]).tolist() == want["gold_answer"].where(want["is_gold"]).tolist()
     assert got["duration_s"].tolist() == want["duration_s"].tolist()
     first = counts(root)
-    tasks = rankings.groupby("task_id").agg(prompt=("prompt_id", "first"), ids=("candidate_ids", lambda s: sorted(s.iloc[0])))
+    tasks = rankings.groupby("task_id").agg(prompt=("prompt_id", "first"), ids=("candidate_ids", lambda s: sorted(s.iloc[0])),
+                                            gold=("gold_answer", "first"))  # fmt: skip
     assert first == {"Campaign": 1, "Task": len(tasks), "Annotator": rankings["annotator_id"].nunique(), "Upload": 1, "Submission": 18}
     db = Database(f"sqlite:///{root / 'rankings' / 'annotations.db'}")
     with db.read() as session:
-        stored = {t.task_key: (t.prompt_id, sorted(t.candidate_ids)) for t in session.scalars(select(Task))}
+        stored = {t.task_key: (t.prompt_id, sorted(t.candidate_ids), t.gold_answer, t.is_gold) for t in session.scalars(select(Task))}
+        positions = sorted(session.scalars(select(Task.position)))
+        names = sorted(session.scalars(select(Annotator.name)))
     db.dispose()
-    assert stored == {f"simulated-crowd:{k}": (row.prompt, row.ids) for k, row in tasks.iterrows()}
+    assert stored == {f"simulated-crowd:{k}": (r.prompt, r.ids, None if pd.isna(r.gold) else r.gold, not pd.isna(r.gold)) for k, r in tasks.iterrows()}
+    assert positions == list(range(len(tasks))) and names == sorted(rankings["annotator_id"].unique())
 
     again = submit_simulated_rankings(root, rankings)  # the same rankings: "already imported"
     assert counts(root) == first
@@ -101,10 +105,10 @@ def test_a_frame_with_a_bad_row_is_refused_whole(crowd_round, tmp_path):
     wrong_gold = rankings.copy()
     wrong_gold.at[0, "is_gold"] = not wrong_gold.at[0, "is_gold"]
     wrong_gold.at[0, "gold_answer"] = wrong_gold.at[0, "candidate_ids"][0] if wrong_gold.at[0, "is_gold"] else None
-    for frame, row in ((bad, 5), (wrong_gold, 1)):
+    for frame, row, reason in ((bad, 5, "unknown candidate ids ['nope']"), (wrong_gold, 1, "is_gold/gold_answer")):
         with pytest.raises(UploadRejected) as caught:
             submit_simulated_rankings(root, frame, db_url=url)
-        assert row in {p["row"] for p in caught.value.problems}, caught.value.report()
+        assert any(p["row"] == row and reason in p["reason"] for p in caught.value.problems), caught.value.report()
     assert counts_at(url) == before
 
 

@@ -135,3 +135,12 @@ def test_plain_causal_lm_trains_with_the_stock_fused_head(tmp_path):
     data = Dataset.from_list([{"prompt": "t1 t2 ", "chosen": "t3 t4", "rejected": "t5 t6 t7"}] * 4)
     _, metrics = train_dpo(model, tokenizer, data, DpoOptions(max_steps=2, batch_size=2), tmp_path, seed=0)
     assert [row["step"] for row in metrics["log"] if "loss" in row] == [1, 2]
+
+
+def test_reference_forward_each_step_without_precomputed_log_probs(dataset, tmp_path):
+    """TRL's other reference mode: a frozen copy scores every batch (the Auto classes cannot rebuild it)."""
+    model = TinyPolicy.from_pretrained(CHECKPOINT_DIR, torch_dtype=torch.float32)
+    options = DpoOptions(max_steps=1, batch_size=2, precompute_ref_log_probs=False)
+    _, metrics = train_dpo(model, TinySongTokenizer.for_model(model), dataset, options, tmp_path, seed=0)
+    first = next(row for row in metrics["log"] if "loss" in row)
+    assert abs(first["loss"] - 0.6931) < 1e-3  # policy == reference at step 1: loss is log 2

@@ -10,45 +10,16 @@ from datasets import load_dataset
 
 from alignment.dpo import DpoOptions, train_dpo
 from alignment.tiny_policy import TinyPolicy
-from pipeline.config import RoundConfig
 from pipeline.manifest import open_round, read_manifest
 from pipeline.models.tiny.preference_text import TinySongTokenizer
 from pipeline.models.tiny.song_model import CHECKPOINT_DIR
 from pipeline.stages.pairs import DATASET_SCHEMA, dataset_files
 from pipeline.stages.runner import run_stage_locally
 from pipeline.store import RoundStore
+from small_round import UPSTREAM, config
 
-# The module's round is built once (about a minute on 2 quiet cores; far more on a loaded machine).
+# The round is built once per session (about a minute on 2 quiet cores; far more on a loaded machine).
 pytestmark = pytest.mark.timeout(900)
-UPSTREAM = ("lyrics", "conditions", "candidates", "scores/per", "scores/similarity", "reward_model", "scores/reward")
-# Small round, loose thresholds: every strategy must find pairs among 6 prompts x 3 songs.
-RAW = {
-    "seed": 5,
-    "lyrics": {"count": 6, "generator": {"backend": "template", "min_sentences": 1, "max_sentences": 1, "max_sections": 3}},
-    "sampling": {"num_candidates": 3},
-    "reward_model": {"crowd": {"annotators": 6, "candidates_per_task": 3, "tasks_per_prompt": 2},
-                     },
-    "pairs": {"lyrics": {"per_gap": 5}, "prompt": {"thresholds": "quantile", "upper": 0.5, "lower": 0.5, "min_gap": 0.0},
-              "musicality": {"reward_margin": 0.0}, "selection": {"test_fraction": 0.3}},
-}  # fmt: skip
-
-
-def config(**pairs) -> RoundConfig:
-    raw = json.loads(json.dumps(RAW))
-    for key, value in pairs.items():
-        raw["pairs"][key] = value
-    return RoundConfig.model_validate(raw)
-
-
-@pytest.fixture(scope="module")
-def round_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pairs-round")
-    store = RoundStore(str(root))
-    open_round(store, config())
-    for name in (*UPSTREAM, "pairs"):
-        record = run_stage_locally(name, config(), store)
-        assert record["status"] == "done", (name, record.get("errors"))
-    return root, store
 
 
 def test_every_strategy_writes_a_trl_dataset_with_ids_audio_and_scores(round_dir):

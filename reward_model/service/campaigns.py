@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import random
 import secrets
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -137,7 +138,9 @@ def create_campaign_from_tasks(session: Session, name: str, round_dir: str | Pat
 
     Like `create_campaign` with prompts "all": every rendered candidate of the round is stored;
     then `add_given_tasks(tasks)` (which may be empty: tasks can be added later)."""
-    CampaignSpec(name=name, overlap=overlap)  # the same name and overlap rules; raises ValidationError
+    CampaignSpec(name=name)  # the same name rule; raises ValidationError
+    if overlap < 1:
+        raise CampaignError(f"overlap must be >= 1, got {overlap}")
     if session.scalar(select(Campaign).where(Campaign.name == name)) is not None:
         raise CampaignError(f"campaign {name!r} already exists")
     k = max([len(t.candidate_ids) for t in tasks] + [2])
@@ -159,12 +162,13 @@ def add_given_tasks(session: Session, campaign: Campaign, tasks: list[GivenTask]
     for prompt, candidate in session.execute(select(Candidate.prompt_id, Candidate.candidate_id).where(Candidate.campaign_id == campaign.id)):
         known.setdefault(prompt, set()).add(candidate)
     keys = [t.task_key for t in tasks]
+    repeated = {key for key, n in Counter(keys).items() if n > 1}
     taken = set(session.scalars(select(Task.task_key).where(Task.task_key.in_(keys)))) if keys else set()
     problems = []
     for t in tasks:
         ids = list(t.candidate_ids)
         unknown = [c for c in ids if c not in known.get(t.prompt_id, set())]
-        if not t.task_key or len(t.task_key) > 200 or t.task_key in taken or keys.count(t.task_key) > 1:
+        if not t.task_key or len(t.task_key) > 200 or t.task_key in taken or t.task_key in repeated:
             problems.append(f"task key {t.task_key!r} is empty, longer than 200 characters, repeated or already used")
         elif unknown or len(set(ids)) != len(ids) or len(ids) < 2:
             problems.append(f"task {t.task_key!r}: {ids} must be 2+ distinct rendered candidates of prompt {t.prompt_id!r} (unknown: {unknown})")
@@ -172,7 +176,8 @@ def add_given_tasks(session: Session, campaign: Campaign, tasks: list[GivenTask]
             problems.append(f"task {t.task_key!r}: gold answer {t.gold_answer!r} is not one of its candidates")
     if problems:
         raise CampaignError("; ".join(problems[:20]) + (f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""))
-    start = (session.scalar(select(func.max(Task.position)).where(Task.campaign_id == campaign.id)) or -1) + 1
+    last = session.scalar(select(func.max(Task.position)).where(Task.campaign_id == campaign.id))
+    start = 0 if last is None else last + 1
     session.add_all(Task(campaign_id=campaign.id, task_key=t.task_key, prompt_id=t.prompt_id, candidate_ids=list(t.candidate_ids),
                          is_gold=t.gold_answer is not None, gold_answer=t.gold_answer, position=start + i)
                     for i, t in enumerate(tasks))  # fmt: skip

@@ -1,0 +1,94 @@
+"""The dpo, merge and sweep stages on the session's small round: models, metrics, resuming after a
+kill, DNI merges with manifests, the sweep's table, front, plots and report."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.manifest import read_manifest
+from pipeline.stages.runner import run_stage_locally, stage_class
+from small_round import config
+
+pytestmark = pytest.mark.timeout(900)
+DPO = {"defaults": {"max_steps": 2, "batch_size": 2, "save_steps": 1, "learning_rate": 1e-4}, "kl_samples": 1}
+SWEEP = {"step": 0.5, "prompts": 1, "seeds": 1}
+CONFIG = config({"dpo": DPO, "sweep": SWEEP})
+
+
+@pytest.fixture(scope="module")
+def trained(round_dir):
+    root, store = round_dir
+    records = {s: run_stage_locally(f"dpo/{s}", CONFIG, store) for s in ("lyrics", "prompt", "musicality", "joint")}
+    return root, store, records
+
+
+def test_each_strategy_trains_a_model_with_metrics(trained):
+    root, _, records = trained
+    for strategy, record in records.items():
+        assert record["status"] == "done", record.get("errors")
+        assert record["metrics"]["status"] == "trained" and record["rows"] == 2  # one log row per step
+        metrics = json.loads((root / "dpo" / strategy / "metrics.json").read_text())
+        assert metrics["pairs"]["train"] > 0 and metrics["kl"]["samples"] == 1
+        assert (root / "dpo" / strategy / "model" / "model.safetensors").is_file()
+        assert (root / "dpo" / strategy / "model" / "tokenizer_config.json").is_file()
+        if "test" in metrics["pairs"]:
+            assert 0 <= metrics["eval"]["eval_rewards/accuracies"] <= 1
+    again = run_stage_locally("dpo/lyrics", CONFIG, trained[1])
+    assert again["metrics"]["shards_built"] == 0 and again["metrics"]["status"] == "trained"
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(round_dir, tmp_path):
+    """SIGKILL mid-training, as an operator would; the rerun picks up at the newest checkpoint."""
+    root, store = round_dir
+    slow = config({"dpo": {**DPO, "defaults": {**DPO["defaults"], "max_steps": 6}}, "sweep": SWEEP})
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+              "from small_round import config\nfrom pipeline.stages.runner import run_stage_locally, stage_class\n"
+              "from pipeline.store import RoundStore\n"
+              f"run_stage_locally('dpo/prompt', config({json.dumps({'dpo': {**DPO, 'defaults': {**DPO['defaults'], 'max_steps': 6}}, 'sweep': SWEEP})}), RoundStore({str(root)!r}))\n")  # fmt: skip
+    run_dir = root / "dpo/prompt" / f"run-{stage_class('dpo/prompt')(slow, store).plan()[0].key[:16]}"
+    child = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and not (run_dir / "checkpoint-2/trainer_state.json").exists():
+            assert child.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.2)
+        os.killpg(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    record = run_stage_locally("dpo/prompt", slow, store)
+    assert record["status"] == "done", record.get("errors")
+    metrics = json.loads((root / "dpo/prompt/metrics.json").read_text())
+    resumed = int(metrics["resumed_from"].split("-")[1])
+    assert resumed >= 2 and [r["step"] for r in metrics["log"] if "loss" in r][-1] == 6
+    run_stage_locally("dpo/prompt", CONFIG, store)  # back to the module's settings
+
+
+def test_merge_and_sweep_write_models_table_front_and_plots(trained):
+    root, store, _ = trained
+    merged = run_stage_locally("merge", CONFIG, store)
+    assert merged["status"] == "done", merged.get("errors")
+    manifest = json.loads((root / "merge/dni/merge_manifest.json").read_text())
+    assert [round(w, 6) for w in manifest["weights"]] == [round(1 / 3, 6)] * 3
+    record = run_stage_locally("sweep", CONFIG, store)
+    assert record["status"] == "done", record.get("errors")
+    results = pd.read_parquet(root / "sweep/results.parquet")
+    assert len(results) == 6 + 3 and {"base", "dni", "joint"} <= set(results["point"])  # grid + named + baselines
+    assert results["pareto"].any() and record["metrics"]["chosen"] in set(results["point"])
+    assert record["metrics"]["hypervolume"] >= 0
+    for name in ("pareto.png", "simplex.png", "report.md"):
+        assert (root / "sweep" / name).stat().st_size > 0
+    table = record["metrics"]["ablation"]
+    for row in ("w/o DPO", "lyrics only", "prompt only", "musicality only", "joint", "DNI"):
+        assert f"| {row} |" in table
+    assert "## Ablation" in (root / "report.md").read_text()
+    again = run_stage_locally("sweep", CONFIG, store)
+    assert again["metrics"]["shards_built"] == 0 and again["metrics"]["chosen"] == record["metrics"]["chosen"]
+    assert read_manifest(store)["stages"]["sweep"]["status"] == "done"
