@@ -18,14 +18,12 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alignment.evaluate import PolicyEvaluator, summarize
 from alignment.policy import policy_folder
 from alignment.sweep import point_name, simplex_grid
-from pipeline.digest import model_dir_digest
 from pipeline.manifest import read_manifest
 from pipeline.stages.base import ShardSpec, Stage
 from pipeline.stages.pairs import dataset_files
@@ -74,6 +72,13 @@ def trained_models(store) -> dict[str, str]:
     return out
 
 
+def model_identities(store, models: dict[str, str]) -> dict[str, dict]:
+    """What identifies each trained model: its DPO record's output digests (a retrained model has
+    a new shard key, hence new outputs; file sizes alone would not tell two runs apart)."""
+    stages = read_manifest(store)["stages"]
+    return {s: stages[f"dpo/{s}"]["outputs"] for s in models}
+
+
 def merge_point(store, models: dict[str, str], weights: dict[str, float], form: str, base: Path, out: Path):
     """Merge the DPO models of the strategies in `weights` (zero weights left out) into `out`."""
     from alignment.merge import merge
@@ -97,7 +102,7 @@ class MergeStage(Stage):
         options = sweep_options(self.config)
         models = trained_models(self.store)
         base = policy_folder(self.config.model.backend, self.config.model.options, self.config.dpo.get("policy"))
-        inputs = {"models": {s: model_dir_digest(Path(self.store.path(p))) for s, p in models.items()}}
+        inputs = {"models": model_identities(self.store, models)}
         return [ShardSpec(self.name, i, inputs, {"point": name, "weights": weights, "form": options.form, "base": str(base)})
                 for i, (name, weights) in enumerate(sorted(options.named.items()))]  # fmt: skip
 
@@ -138,9 +143,10 @@ class SweepStage(Stage):
         options = sweep_options(self.config)
         models = trained_models(self.store)
         record = read_manifest(self.store)["stages"].get("reward_model", {})
-        inputs = {"models": {s: model_dir_digest(Path(self.store.path(p))) for s, p in models.items()},
+        inputs = {"models": model_identities(self.store, models),
                   "reward_model": record.get("outputs"), "prompts": self.prompt_ids(options)}  # fmt: skip
         params = {"form": options.form, "seeds": options.seeds, "seed": self.config.seed,
+                  "policy": {"model": self.config.model.model_dump(mode="json"), "dpo_policy": self.config.dpo.get("policy")},
                   "sampling": self.config.sampling.model_dump(mode="json"),
                   "scoring": self.config.scoring.model_dump(mode="json")}  # fmt: skip
         return [ShardSpec(self.name, i, inputs, {**params, "point": name, **spec})

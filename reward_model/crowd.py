@@ -28,7 +28,6 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.digest import derive_seed
-from pipeline.models.tiny.pretrain import in_key_share
 from pipeline.models.tiny.score import STEPS_PER_BEAT, Score
 
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
@@ -98,9 +97,28 @@ def _chord_at(score: Score, step: int):
     return None
 
 
+def _triad(chord) -> tuple[int, int, int]:
+    return chord.root, (chord.root + (3 if chord.quality == "min" else 4)) % 12, (chord.root + 7) % 12
+
+
+def heard_scale(score: Score) -> set[int]:
+    """The diatonic scale a listener hears: of the 12 diatonic pitch-class sets (a minor key shares
+    its relative major's), the one holding the most sung and chord duration. Annotators judge
+    "in key" against it, not against the key token the model wrote, which nothing renders."""
+    weight = np.zeros(12)
+    for note in score.vocals:
+        weight[note.pitch % 12] += note.duration
+    for chord in score.chords:
+        for pitch_class in _triad(chord):
+            weight[pitch_class] += chord.duration
+    fit = [sum(weight[(tonic + d) % 12] for d in SCALES["major"]) for tonic in range(12)]
+    tonic = int(np.argmax(fit))  # ties: the lowest tonic, deterministic
+    return {(tonic + d) % 12 for d in SCALES["major"]}
+
+
 def utility_components(score: Score) -> dict[str, float]:
     """The musicality components of one decoded score, each in [0, 1] (1 = sound)."""
-    scale = {(score.key + d) % 12 for d in SCALES.get(score.mode, SCALES["major"])}
+    scale = heard_scale(score)
     notes = sorted(score.vocals, key=lambda w: w.start)
     chord_steps = sum(c.duration for c in score.chords)
     diatonic = sum(c.duration for c in score.chords
@@ -112,7 +130,7 @@ def utility_components(score: Score) -> dict[str, float]:
     for w in strong:
         chord = _chord_at(score, w.start)
         if chord is not None:
-            tones = {chord.root, (chord.root + (3 if chord.quality == "min" else 4)) % 12, (chord.root + 7) % 12}
+            tones = set(_triad(chord))
             agree += w.pitch % 12 in tones
     sounding = np.zeros(max(score.steps, 1), dtype=bool)
     for start, length in [(w.start, w.duration) for w in notes] + [(c.start, c.duration) for c in score.chords] + \
@@ -126,7 +144,7 @@ def utility_components(score: Score) -> dict[str, float]:
         else:
             run += 1
     return {
-        "in_key": in_key_share(score) or 0.0,
+        "in_key": sum(w.pitch % 12 in scale for w in notes) / len(notes) if notes else 0.0,
         "chords_in_key": diatonic / chord_steps if chord_steps else 0.0,
         "on_grid": sum(t % STEPS_PER_BEAT == 0 for t in onsets) / len(onsets) if onsets else 0.0,
         "smoothness": max(0.0, 1.0 - float(np.mean(intervals)) / 12.0) if intervals else 0.0,

@@ -2,14 +2,18 @@
 
 Two backends behind one interface (`load_embedder(EmbeddingConfig(...)).embed(items)`):
 
-* `features` (embedded default, numpy/scipy only): hand-made descriptors of the stems, chosen
-  for what a listener hears as careless music rather than for genre or timbre: how clearly the
-  accompaniment sits in one key (chroma against Krumhansl-Schmuckler profiles, triad fit), how
-  regular the pulse is and whether the accompaniment's and the voice's onsets fall on its grid
-  (vector strength of the onset envelope at the beat and eighth-note periods), silences, the
-  voice's f0 and voicing, spectral flatness, the high band's share and log-mel band statistics.
-  `FEATURE_NAMES` lists them in order (`FEATURE_DIM` = 51); `FEATURES_VERSION` changes whenever
-  one of them does, so a checkpoint records which vector it was trained on.
+* `features` (embedded default, numpy/scipy only): a few descriptors of the stems, chosen for
+  what a listener hears as careless music rather than for genre or timbre. Harmony: the
+  accompaniment's chroma (100 Hz-1 kHz, where the chords and the bass's harmonics sit) labelled
+  frame by frame with its best triad, and how much of it fits the one diatonic scale that fits
+  best (the key the music itself establishes; no key token is read). Rhythm: onset envelopes of
+  the accompaniment (low band, mid band, chroma flux, which pitched onsets move and noise drums
+  barely do, high band) and of the vocals, each summarised at the beat period of the tempo
+  estimated from the audio: how strongly the onsets lock to one phase (vector strength), and
+  where that phase sits on the beat grid anchored at the start of the audio (+1 on the beat, -1
+  an eighth late). Silences and the voice's activity. `FEATURE_NAMES` lists them in order
+  (`FEATURE_DIM`); `FEATURES_VERSION` changes whenever one of them does, so a checkpoint records
+  which vector it was trained on.
 * `muq` (production): MuQ-MuLan's audio tower, the mean of its unit clip embeddings over the
   song's 10-s clips, through `pipeline.scoring.mulan`'s loader and clipping rule (the same
   embeddings the prompt-consistency scorer uses for similarity).
@@ -28,20 +32,17 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.scoring.audio_features import KS_MAJOR, KS_MINOR, chroma_frames, estimate_f0, grid_salience
-from pipeline.scoring.audio_features import high_band_share, onset_envelope, spectrogram
+from pipeline.scoring.audio_features import chroma_frames, estimate_tempo, onset_envelope, spectrogram
 from pipeline.scoring.base import ScoringItem
 from pipeline.scoring.embedding_scorer import AudioError, check_audio, load_mono
 
-FEATURES_VERSION = "reward-features/1"
-N_MELS = 16
+FEATURES_VERSION = "reward-features/2"
 FEATURE_NAMES: tuple[str, ...] = (
-    *(f"logmel_mean_{i}" for i in range(N_MELS)), *(f"logmel_std_{i}" for i in range(N_MELS)),
-    "flatness_mean", "flatness_std",
+    "diatonic_chord_share", "scale_energy_share", "out_of_scale_mean", "out_of_scale_p90", "triad_fit",
+    "low_beat_strength", "mid_beat_strength", "chroma_beat_strength", "chroma_eighth_strength",
+    "mid_two_beat_strength", "vocal_beat_strength", "chroma_two_beat_strength", "tempo_log2",
+    "low_on_beat", "mid_on_beat", "chroma_on_beat", "high_on_beat", "vocal_on_beat",
     "silent_share", "longest_silence_log_s", "vocal_activity",
-    "key_clarity", "in_scale_share", "triad_fit", "diatonic_chord_share", "chroma_entropy", "vocal_in_scale_share",
-    "pulse_clarity", "accompaniment_eighth_strength", "vocal_beat_strength", "vocal_eighth_strength",
-    "f0_log2", "voiced_share", "high_band_share", "duration_log_s",
 )  # fmt: skip
 FEATURE_DIM = len(FEATURE_NAMES)
 
@@ -88,23 +89,15 @@ def _stem(item: ScoringItem, name: str) -> Path:
 # ---------------------------------------------------------------- the `features` backend
 
 
-def _mel_filterbank(sr: int, n_fft: int, n_mels: int, low: float = 60.0, high: float = 7000.0) -> np.ndarray:
-    """Triangular filters evenly spaced on the mel scale: (n_fft // 2 + 1, n_mels)."""
-    mel = lambda hz: 2595.0 * np.log10(1.0 + hz / 700.0)  # noqa: E731
-    edges = 700.0 * (10 ** (np.linspace(mel(low), mel(min(high, sr / 2)), n_mels + 2) / 2595.0) - 1.0)
-    freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
-    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    return np.maximum(0.0, np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid))).T
-
-
-def _vector_strength(env: np.ndarray, period: float) -> float:
-    """|sum e_t exp(2 pi i t / period)| / sum e_t: 1 when every onset sits at one phase of the grid."""
+def _beat_phase(env: np.ndarray, period: float) -> complex:
+    """sum e_t exp(2 pi i t / period) / sum e_t over the envelope's excess above its median: the
+    modulus is 1 when every onset sits at one phase of the grid, the angle is that phase (0 = on
+    the grid anchored at t = 0)."""
     env = np.maximum(env - np.median(env), 0.0)
     total = float(env.sum())
     if total <= 0 or period <= 1:
-        return 0.0
-    phase = np.exp(2j * np.pi * np.arange(len(env)) / period)
-    return float(np.abs(env @ phase) / total)
+        return 0j
+    return complex(env @ np.exp(2j * np.pi * np.arange(len(env)) / period) / total)
 
 
 def _silences(x: np.ndarray, hop_s: float, floor_db: float = -35.0) -> tuple[np.ndarray, float]:
@@ -119,82 +112,72 @@ def _silences(x: np.ndarray, hop_s: float, floor_db: float = -35.0) -> tuple[np.
     return quiet, longest * hop_s
 
 
-def _triads() -> np.ndarray:
-    """24 binary triad templates: rows 0-11 major on C..B, rows 12-23 minor."""
-    triads = np.zeros((24, 12))
-    for r in range(12):
-        triads[r, [r, (r + 4) % 12, (r + 7) % 12]] = 1.0
-        triads[12 + r, [r, (r + 3) % 12, (r + 7) % 12]] = 1.0
-    return triads
-
-
 def _unit_rows(m: np.ndarray) -> np.ndarray:
     m = m - m.mean(axis=1, keepdims=True)
     return m / (np.linalg.norm(m, axis=1, keepdims=True) + 1e-12)
 
 
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
+SCALES = np.array([[float((pc - tonic) % 12 in MAJOR_SCALE) for pc in range(12)] for tonic in range(12)])
+# 24 triads (major on C..B, then minor), and which of the 12 diatonic scales holds all three tones
+TRIADS = np.array([[float((pc - r) % 12 in ((0, 4, 7) if q == 0 else (0, 3, 7))) for pc in range(12)]
+                   for q in (0, 1) for r in range(12)])  # fmt: skip
+DIATONIC = (TRIADS @ SCALES.T) == 3
 
 
-def _key_features(acc: np.ndarray, voc: np.ndarray, sr: int) -> list[float]:
-    """Key clarity (best Krumhansl-Schmuckler correlation), the share of chroma energy in the best
-    diatonic scale, mean triad fit, the share of chord frames on a triad diatonic to that scale,
-    chroma entropy, and the vocals' share of chroma energy in the accompaniment's scale."""
-    chroma = chroma_frames(acc, sr, 4096, 55.0)
+def _harmony_features(acc: np.ndarray, sr: int) -> list[float]:
+    """The share of labelled chord energy on triads diatonic to the best-fitting scale, the chroma
+    energy inside that scale, the per-frame share outside it (mean, 90th percentile), and how
+    well frames fit a triad at all. A major scale and its relative minor share one row."""
+    chroma = chroma_frames(acc, sr, 4096, 100.0, 1000.0)
     energy = chroma.sum(axis=1)
-    chroma = chroma[energy > 0.1 * (np.percentile(energy, 95) + 1e-12)]
+    chroma = chroma[energy > 0.1 * (np.percentile(energy, 95) + 1e-12)]  # rests have no chord
     if len(chroma) == 0:
-        return [0.0] * 6
+        return [0.0] * 5
+    fit = _unit_rows(chroma) @ _unit_rows(TRIADS).T
+    labels, weights = np.argmax(fit, axis=1), chroma.sum(axis=1)
+    diatonic = weights @ DIATONIC[labels] / weights.sum()  # per scale
+    best = int(np.argmax(diatonic))
     profile = chroma.mean(axis=0) / (chroma.mean(axis=0).sum() + 1e-12)
-    corr = [np.corrcoef(profile, np.roll(p, t))[0, 1] for p in (KS_MAJOR, KS_MINOR) for t in range(12)]
-    scales = np.zeros((12, 12))
-    for tonic in range(12):
-        scales[tonic, [(tonic + d) % 12 for d in MAJOR_SCALE]] = 1.0
-    tonic = int(np.argmax(scales @ profile))  # the major scale (and its relative minor) holding most energy
-    triads = _triads()
-    diatonic = (triads @ scales[tonic]) == 3  # all three tones in the scale
-    fit = _unit_rows(chroma) @ _unit_rows(triads).T
-    labels = np.argmax(fit, axis=1)
-    weights = chroma.sum(axis=1)
-    entropy = float(-(profile * np.log(profile + 1e-12)).sum() / np.log(12))
-    vchroma = chroma_frames(voc, sr, 2048, 80.0).sum(axis=0)
-    vocal_in_scale = float(vchroma @ scales[tonic] / vchroma.sum()) if vchroma.sum() > 0 else 0.0
-    return [float(np.nan_to_num(np.nanmax(corr))), float(profile @ scales[tonic]), float(np.mean(np.max(fit, axis=1))),
-            float(weights @ diatonic[labels] / weights.sum()), entropy, vocal_in_scale]  # fmt: skip
+    outside = chroma @ (1.0 - SCALES[best]) / (weights + 1e-12)
+    return [float(diatonic[best]), float((SCALES @ profile).max()), float(outside.mean()),
+            float(np.percentile(outside, 90)), float(fit.max(axis=1).mean())]  # fmt: skip
+
+
+def _chroma_flux(x: np.ndarray, sr: int, hop: int) -> np.ndarray:
+    """Positive change of log pitch-class energy (60 Hz-1 kHz) per hop: onsets of pitched notes."""
+    mag = spectrogram(x, sr, 2048, hop)
+    freqs = np.fft.rfftfreq(2048, 1.0 / sr)
+    band = (freqs >= 60.0) & (freqs < 1000.0)
+    chroma = np.sqrt(mag[:, band]) @ np.eye(12)[np.round(69 + 12 * np.log2(freqs[band] / 440.0)).astype(int) % 12]
+    chroma = np.log1p(10.0 * chroma / (chroma.max() + 1e-12))
+    return np.maximum(np.diff(chroma, axis=0, prepend=chroma[:1]), 0.0).sum(axis=1)
 
 
 def _rhythm_features(acc: np.ndarray, voc: np.ndarray, sr: int) -> list[float]:
+    """Onset envelopes at the beat period of the audio's tempo: vector strengths (pulse
+    regularity) and on-beat phases (the real part: +1 every onset on the beat, -1 an eighth late)."""
     hop = sr // 100
-    fps = sr / hop
-    env = onset_envelope(acc, sr, hop)
-    bpms = 60.0 * np.exp(np.arange(0.0, np.log(200.0 / 60.0), 0.01))
-    salience = grid_salience(env, fps, bpms)
-    spread = float(np.abs(env - env.mean()).sum()) + 1e-12
-    beat = 60.0 * fps / float(bpms[int(np.argmax(salience))])
-    full = onset_envelope(acc, sr, hop, 30.0, 8000.0)
-    venv = onset_envelope(voc, sr, hop, 80.0, 4000.0)
-    return [float(salience.max()) / spread, _vector_strength(full, beat / 2),
-            _vector_strength(venv, beat), _vector_strength(venv, beat / 2)]  # fmt: skip
+    bpm = estimate_tempo(acc, sr)["bpm"]
+    beat = 60.0 * (sr / hop) / bpm
+    low, mid = onset_envelope(acc, sr, hop, 30.0, 400.0), onset_envelope(acc, sr, hop, 100.0, 1000.0)
+    flux, high = _chroma_flux(acc, sr, hop), onset_envelope(acc, sr, hop, 4000.0, 8000.0)
+    vocal = onset_envelope(voc, sr, hop, 80.0, 4000.0)
+    strength = [abs(_beat_phase(e, p)) for e, p in ((low, beat), (mid, beat), (flux, beat), (flux, beat / 2),
+                                                    (mid, 2 * beat), (vocal, beat), (flux, 2 * beat))]  # fmt: skip
+    on_beat = [_beat_phase(e, beat).real for e in (low, mid, flux, high, vocal)]
+    return [*strength, float(np.log2(bpm / 120.0)), *on_beat]
 
 
 def song_features(mix: np.ndarray, vocals: np.ndarray, accompaniment: np.ndarray, sr: int) -> np.ndarray:
     """The `features` vector (FEATURE_NAMES order) of one song's three mono stems at rate sr."""
-    n_fft, hop = 1024, 512
-    power = spectrogram(mix, sr, n_fft, hop) ** 2
-    logmel = np.log(power @ _mel_filterbank(sr, n_fft, N_MELS) + 1e-8)
-    loud = power.sum(axis=1) > 1e-4 * (np.percentile(power.sum(axis=1), 95) + 1e-12)
-    flat = np.exp(np.mean(np.log(power[loud] + 1e-12), axis=1)) / (np.mean(power[loud], axis=1) + 1e-12)
+    hop = 512
     quiet, longest = _silences(mix, hop / sr)
     vquiet, _ = _silences(np.concatenate([vocals, np.zeros(max(0, len(mix) - len(vocals)))]), hop / sr, -30.0)
-    f0 = estimate_f0(vocals, sr)
     values = [
-        *logmel.mean(axis=0), *logmel.std(axis=0),
-        float(flat.mean()) if flat.size else 0.0, float(flat.std()) if flat.size else 0.0,
-        float(quiet.mean()), float(np.log1p(longest)), float(1.0 - vquiet.mean()),
-        *_key_features(accompaniment, vocals, sr),
+        *_harmony_features(accompaniment, sr),
         *_rhythm_features(accompaniment, vocals, sr),
-        float(np.log2(f0["f0_hz"] / 150.0)) if f0["f0_hz"] else 0.0, float(f0["voiced"]),
-        high_band_share(accompaniment, sr), float(np.log(len(mix) / sr)),
+        float(quiet.mean()), float(np.log1p(longest)), float(1.0 - vquiet.mean()),
     ]  # fmt: skip
     return np.asarray(values, dtype=np.float32)
 

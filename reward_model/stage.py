@@ -3,9 +3,12 @@
 Two parts, each its own manifest record:
 - `reward_model`: one shard. It takes the round's rankings (in the embedded world a SIMULATED
   crowd ranking the candidates by a hidden musicality utility read from their token streams;
-  labelled simulated in the rows, the manifest and eval.json), drops annotators who fail gold
-  tasks, breaks rankings into pairs, embeds every candidate's audio and trains the reward head.
-  The shard's rows are the rankings used (the snapshot); the model goes to reward_model/model/.
+  labelled simulated in the rows, the manifest and eval.json), runs quality control on them
+  (`quality`: Krippendorff's alpha, and annotators excluded for failing gold tasks, disagreeing
+  with the others or clicking through; reasons in reward_model/quality.md and the manifest),
+  breaks the kept rankings into pairs, embeds every candidate's audio and trains the reward head.
+  The shard's rows are the rankings used (the snapshot, `excluded` marking the dropped
+  annotators); the model goes to reward_model/model/.
 - `scores/reward`: one shard per candidates shard, scored by that model through the same
   machinery as the other scores (a change of model rescores every row).
 Options come from the config's `reward_model` mapping (`RewardStageOptions`), checked here, as
@@ -21,17 +24,21 @@ from typing import Literal
 
 import pandas as pd
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline.digest import digest_json
 from pipeline.manifest import finished_outputs, read_manifest
 from pipeline.stages.base import ShardSpec, Stage
 from pipeline.stages.scores import ScoreStage, round_conditions, scoring_items
 from reward_model.bradley_terry import RewardModelConfig, RewardTrainer
 from reward_model.crowd import CrowdConfig, SimulatedCrowd, decode_candidate
-from reward_model.embeddings import EmbeddingConfig, embedding_matrix, load_embedder
-from reward_model.rankings import drop_failed_gold, rankings_to_pairs
+from reward_model.embeddings import FEATURES_VERSION, EmbeddingConfig, embedding_matrix, load_embedder
+from reward_model.quality import QualityThresholds, assess, drop_flagged
+from reward_model.quality_report import render_quality_report
+from reward_model.rankings import rankings_to_pairs
 
 MODEL_DIR = "reward_model/model"
+QUALITY_DIR = "reward_model"
 RANKINGS_SCHEMA = pa.schema(
     [
         ("annotator_id", pa.string()),
@@ -44,7 +51,7 @@ RANKINGS_SCHEMA = pa.schema(
         ("gold_answer", pa.string()),
         ("duration_s", pa.float64()),
         ("simulated", pa.bool_()),
-        ("excluded", pa.bool_()),  # the annotator failed gold tasks; not used for training
+        ("excluded", pa.bool_()),  # quality control excluded the annotator; not used for training
     ]
 )
 
@@ -58,7 +65,22 @@ class RewardStageOptions(BaseModel):
     crowd: CrowdConfig = Field(default_factory=CrowdConfig, description="The simulated crowd (rankings: simulated).")
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig, description="Audio embeddings the head reads.")
     training: RewardModelConfig = Field(default_factory=RewardModelConfig, description="The Bradley–Terry head.")
-    min_gold_accuracy: float = Field(0.5, ge=0, le=1, description="Annotators below this gold accuracy are excluded.")
+    quality: QualityThresholds = Field(
+        default_factory=QualityThresholds, description="Quality control: which annotators are excluded before training."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_min_gold_accuracy(cls, data):
+        """Configs written before `quality` set `min_gold_accuracy` at this level: it moves into `quality`."""
+        if isinstance(data, dict) and "min_gold_accuracy" in data:
+            data = dict(data)
+            legacy = data.pop("min_gold_accuracy")
+            quality = dict(data.get("quality") or {})
+            if "min_gold_accuracy" in quality and quality["min_gold_accuracy"] != legacy:
+                raise ValueError("min_gold_accuracy is set twice (top level and quality) with different values")
+            data["quality"] = {**quality, "min_gold_accuracy": legacy}
+        return data
 
 
 def stage_options(config) -> RewardStageOptions:
@@ -78,13 +100,19 @@ class RewardModelStage(Stage):
         inputs = {"candidates": {p: self.store.file_digest(p) for p in candidates}}
         if options.rankings != "simulated":
             inputs["rankings_file_digest"] = _file_digest(Path(options.rankings))
-        return [ShardSpec(self.name, 0, inputs, {"options": options.model_dump(mode="json")})]
+        params = {"options": options.model_dump(mode="json")}
+        if options.embedding.backend == "features":  # changed descriptors must retrain, though the options did not change
+            params["features_version"] = FEATURES_VERSION
+        return [ShardSpec(self.name, 0, inputs, params)]
 
     def build_shard(self, spec: ShardSpec) -> tuple[pa.Table, dict]:
         options = stage_options(self.config)
         items, rows = _round_candidates(self.store)
         rankings = self._rankings(options, rows)
-        kept, excluded = drop_failed_gold(rankings, options.min_gold_accuracy)
+        quality = assess(rankings, options.quality)
+        for name, data in render_quality_report(quality, options.quality).items():
+            self.store.write_bytes(f"{QUALITY_DIR}/{name}", data)  # atomic: temporary sibling + rename
+        kept = drop_flagged(rankings, quality)
         embedder = load_embedder(options.embedding)
         ids, matrix, embed_errors = embedding_matrix(embedder.embed(items))
         # A ranking that shows a song we could not embed is left out whole: its other pairs would be biased.
@@ -93,11 +121,11 @@ class RewardModelStage(Stage):
         model = RewardTrainer(options.training, ids, matrix, pairs, embedding=embedder.describe(), simulated=simulated).train()
         self._save(model)
         report = model.report
-        rankings = rankings.assign(excluded=rankings["annotator_id"].isin(excluded))
+        rankings = rankings.assign(excluded=rankings["annotator_id"].isin(quality.excluded))
         metrics = {
             "simulated": simulated,
             "rankings": len(rankings),
-            "annotators_excluded": len(excluded),
+            **quality.metrics(),
             "pairs_train": report["pairs"]["train"],
             "pairs_test": report["pairs"]["test"],
             "heldout_accuracy": report["accuracy"],
@@ -122,7 +150,13 @@ class RewardModelStage(Stage):
             for r in rows
         )
         rankings, _ = SimulatedCrowd(options.crowd).rank(frame)
-        return rankings
+        # The crowd submits like people do: an upload to a campaign of the round's annotation
+        # database, read back from the service's export. One campaign per crowd config, as the
+        # service refuses a second judgement of the same task by the same annotator.
+        from reward_model.service.crowd_upload import submit_simulated_rankings
+
+        campaign = f"simulated-crowd-{digest_json(options.crowd.model_dump(mode='json'))[:12]}"
+        return submit_simulated_rankings(self.store.path(""), rankings, campaign_name=campaign)
 
     def _save(self, model) -> None:
         """Into a scratch folder, then renamed over the old model: never half a model on disk."""

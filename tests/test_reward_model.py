@@ -27,7 +27,8 @@ from pipeline.models.tiny.score import STEPS_PER_BEAT, Score
 from pipeline.scoring.base import ScoringItem
 from reward_model.bradley_terry import RewardModel, RewardModelConfig, RewardTrainer, bradley_terry_loss
 from reward_model.crowd import CrowdConfig, SimulatedCrowd, decode_candidate, utility_components
-from reward_model.embeddings import FEATURE_DIM, EmbeddingConfig, FeatureEmbedder, embedding_matrix, load_embedder
+from reward_model.embeddings import FEATURE_DIM, FEATURE_NAMES, EmbeddingConfig, FeatureEmbedder, embedding_matrix, load_embedder
+from reward_model.quality import assess, drop_flagged
 from reward_model.rankings import agreement_ceiling, break_ranking, drop_failed_gold, gold_accuracy, rankings_to_pairs
 from reward_model.scorer import RewardScorer
 
@@ -106,8 +107,8 @@ def embedded(songs):
 def crowd(songs):
     crowd = SimulatedCrowd(CROWD)
     rankings, truth = crowd.rank(songs[0])
-    kept, failed = drop_failed_gold(rankings)
-    return crowd, rankings, truth, failed, rankings_to_pairs(kept, set(songs[0]["candidate_id"]))
+    quality = assess(rankings)
+    return crowd, rankings, truth, quality.excluded, rankings_to_pairs(drop_flagged(rankings, quality), set(songs[0]["candidate_id"]))
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +117,8 @@ def trained(embedded, crowd):
     return RewardTrainer(TRAIN, ids, matrix, crowd[-1], FeatureEmbedder().describe(), simulated=True).train()
 
 
-def test_crowd_is_simulated_seeded_and_gold_finds_the_careless(songs, crowd):
-    sim, rankings, truth, failed, pairs = crowd
+def test_crowd_is_simulated_seeded_and_quality_control_finds_the_careless(songs, crowd):
+    sim, rankings, truth, flagged, pairs = crowd
     assert rankings["simulated"].all() and truth["simulated"].all() and sim.annotators["simulated"].all()
     again, _ = SimulatedCrowd(CROWD).rank(songs[0])
     pd.testing.assert_frame_equal(rankings, again)
@@ -128,7 +129,9 @@ def test_crowd_is_simulated_seeded_and_gold_finds_the_careless(songs, crowd):
     assert 0 < rankings["tied"].mean() < 0.2 and 0.2 < rankings["is_gold"].mean() < 1
     assert (rankings["duration_s"] > CROWD.seconds_base).all()
     careless = set(sim.annotators.loc[sim.annotators["careless"], "annotator_id"])
-    assert failed and set(failed) <= careless  # a careless annotator can pass 10 gold tasks by luck (p ~ 0.08)
+    assert set(flagged) == careless  # gold alone can miss one (passing 10 gold tasks by luck: p ~ 0.08); consensus does not
+    _, failed = drop_failed_gold(rankings)
+    assert set(failed) <= careless
     assert set(gold_accuracy(rankings).nsmallest(len(careless), "gold_accuracy")["annotator_id"]) == careless
     sound = truth[truth["candidate_id"].str.endswith("c0")]  # the undamaged songs
     assert sound["utility"].mean() > truth["utility"].mean() + 0.1
@@ -177,8 +180,9 @@ def test_loss_is_trls_on_a_hand_example():
 def test_reward_model_beats_chance_and_stays_under_the_crowd_ceiling(trained):
     report = trained.report
     assert report["simulated_rankings"] is True and report["prompts"]["test"] >= 3
-    # Measured at seed 0: held-out accuracy 0.78 (4 prompts, 444 pairs) against a crowd ceiling of 0.86
-    # (the hidden utility itself agrees with 0.87 of those pairs); ECE 0.06. Seeds 1-3: 0.73-0.81.
+    # Measured at seed 0 (features v2, quality control on): held-out accuracy 0.74 (4 prompts, 426 pairs)
+    # against a crowd ceiling of 0.88; ECE 0.11. Seeds 1-3: 0.75-0.80 against 0.82-0.88. The crowd here
+    # also hears the wrong sung pitches, which flite does not sing, hence the wider gap than on a round.
     assert report["accuracy"] > 0.65
     assert report["accuracy_on_ceiling_pairs"] <= report["ceiling"]["agreement"] + 0.05
     assert report["train_accuracy"] > 0.7
@@ -186,6 +190,25 @@ def test_reward_model_beats_chance_and_stays_under_the_crowd_ceiling(trained):
     assert calibration["ece"] < 0.2 and sum(b["count"] for b in calibration["bins"]) == report["pairs"]["test"]
     assert [p["epoch"] for p in report["curve"]] == list(range(1, TRAIN.num_epochs + 1))
     assert report["curve"][-1]["train_loss"] < report["curve"][0]["train_loss"]
+
+
+def test_features_hear_chords_off_the_scale_and_a_band_off_the_beat(tmp_path):
+    base = compose(condition(5), random.Random(1005))
+    off_key = replace(base, chords=[replace(c, root=(c.root + 1) % 12) if i % 2 else c for i, c in enumerate(base.chords)])
+
+    def late(x):
+        return replace(x, start=x.start + 1, duration=x.duration - 1) if x.duration > 1 else x
+
+    off_beat = replace(base, chords=[late(c) for c in base.chords], bass=[late(n) for n in base.bass],
+                       drums=[replace(h, start=h.start + 1) for h in base.drums if h.start + 1 < base.steps])  # fmt: skip
+    items = [ScoringItem(name, stems["mix"], "", "en", "", stems=stems)
+             for name, score in (("base", base), ("off_key", off_key), ("off_beat", off_beat))
+             for stems in [write_stems(render(score), tmp_path / name)]]  # fmt: skip
+    ids, matrix, _ = embedding_matrix(FeatureEmbedder().embed(items))
+    f = {name: dict(zip(FEATURE_NAMES, row)) for name, row in zip(ids, matrix)}
+    assert f["off_key"]["diatonic_chord_share"] < f["base"]["diatonic_chord_share"] - 0.2
+    assert f["off_key"]["out_of_scale_mean"] > f["base"]["out_of_scale_mean"]
+    assert f["base"]["low_on_beat"] > 0.3 and f["off_beat"]["low_on_beat"] < -0.3  # the band enters an eighth late
 
 
 def test_same_seed_same_weights(embedded, crowd, trained):

@@ -73,8 +73,18 @@ class SelectionOptions(_Strict):
     )
 
 
+class HubOptions(_Strict):
+    repo_id: str | None = Field(
+        None, description="Hugging Face dataset repository to push each strategy's dataset to (a config per strategy); "
+        "null: never push.",
+    )
+    private: bool = Field(True, description="Create the repository private.")
+    token_env: str = Field("HF_TOKEN", description="Environment variable holding the Hub token (never logged).")
+
+
 class PairOptions(_Strict):
     lyrics: LyricsOptions = Field(default_factory=LyricsOptions, description="The lyrics (PER) strategy.")
     prompt: PromptOptions = Field(default_factory=PromptOptions, description="The prompt (similarity) strategy.")
     musicality: MusicalityOptions = Field(default_factory=MusicalityOptions, description="The musicality (reward) strategy.")
     selection: SelectionOptions = Field(default_factory=SelectionOptions, description="Rules applied after every strategy.")
+    hub: HubOptions = Field(default_factory=HubOptions, description="Publishing the datasets to the Hugging Face Hub.")

@@ -107,10 +107,13 @@ class PairsStage(Stage):
                 self.store.remove(path)
         if len(pairs):
             dataset = self.trl_dataset(pairs, lookup)
+            written = {}
             for split, path in dataset_files(strategy).items():
                 part = dataset.filter(pc.equal(dataset["split"], split))
                 if part.num_rows:
-                    self.store.write_table(path, part)
+                    written[split] = self.store.write_table(path, part)
+            if self.config.pairs.hub.repo_id:
+                self.push_to_hub(strategy, written)
         metrics = {"strategy": strategy, "status": "written" if len(pairs) else "empty", "rule": rule_text(strategy, self.config.pairs),
                    **_counts(pairs, stats)}  # fmt: skip
         index = pa.Table.from_pandas(pairs[list(INDEX_SCHEMA.names)], schema=INDEX_SCHEMA, preserve_index=False)
@@ -121,6 +124,19 @@ class PairsStage(Stage):
         empty = sorted(name for name, m in strategies.items() if m["status"] == "empty")
         return {"strategies": strategies, "empty": empty, "options": self.config.pairs.model_dump(mode="json"),
                 "pairs": sum(m["pairs"] for m in strategies.values())}  # fmt: skip
+
+    def push_to_hub(self, strategy: str, files: dict[str, str]) -> None:
+        """Only when `pairs.hub.repo_id` is set: the strategy's dataset as one config of that repository."""
+        import os
+
+        from datasets import load_dataset
+
+        hub = self.config.pairs.hub
+        token = os.environ.get(hub.token_env)
+        if not token:
+            raise ValueError(f"pairs.hub.repo_id is set to {hub.repo_id!r} but ${hub.token_env} is empty")
+        data = load_dataset("parquet", data_files=files)
+        data.push_to_hub(hub.repo_id, config_name=strategy, private=hub.private, token=token)
 
     def scored_candidates(self, needed: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(the strategy's input: candidate_id, prompt_id, genre, language and its score columns,

@@ -38,8 +38,16 @@ class TinyModelError(RuntimeError):
     pass
 
 
-@lru_cache(maxsize=2)
 def _load(checkpoint: str):
+    """The checkpoint's model, cached per process; a rewritten checkpoint (a new DPO or merged model
+    in the same folder) is a new cache entry, keyed by its weights file's size and mtime."""
+    weights = Path(checkpoint) / "model.safetensors"
+    stamp = (weights.stat().st_mtime_ns, weights.stat().st_size) if weights.is_file() else None
+    return _load_cached(checkpoint, stamp)
+
+
+@lru_cache(maxsize=4)
+def _load_cached(checkpoint: str, stamp):
     from pipeline.models.tiny.model import TinyLeLM  # torch stays out of the CLI's import path
 
     folder = Path(checkpoint)
