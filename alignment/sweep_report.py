@@ -164,9 +164,10 @@ def _simplex_png(grid: pd.DataFrame, axes: list[str]) -> bytes:
     ax.plot(*np.vstack([corners, corners[:1]]).T, color="grey", lw=1)
     dots = ax.scatter(xy[:, 0], xy[:, 1], c=grid["utility"], cmap="viridis", s=260, edgecolors="black")
     for (x, y), name, value in zip(xy, grid["point"], grid["utility"]):
-        ax.annotate(f"{value:.2f}", (x, y), fontsize=7, ha="center", va="center", color="white")
+        ax.annotate(f"{value:.2f}", (x, y), fontsize=7, ha="center", va="center", xytext=(0, -16),
+                    textcoords="offset points")  # fmt: skip
     for corner, name in zip(corners, axes):
-        ax.annotate(name, corner, fontsize=10, xytext=(0, -14 if corner[1] == 0 else 6), textcoords="offset points", ha="center")
+        ax.annotate(name, corner, fontsize=10, xytext=(0, -28 if corner[1] == 0 else 12), textcoords="offset points", ha="center")
     fig.colorbar(dots, ax=ax, label="declared utility")
     ax.set_axis_off()
     ax.set_title("DNI weights: utility over the simplex")
