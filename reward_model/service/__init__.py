@@ -1,5 +1,5 @@
 """The annotation service: people rank a round's candidate songs; rankings leave as the project's
-rankings table (`reward_model.stage.RANKINGS_SCHEMA`).
+rankings table (`reward_model.rankings.RANKINGS_SCHEMA`).
 
 Modules: `models` and `migrations/` (the database), `db` (engines, migrations, transactions),
 `round_source` (candidates and their audio from a round), `campaigns` (tasks, annotators,

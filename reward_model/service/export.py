@@ -1,7 +1,6 @@
 """A campaign's rankings as a table in the project's rankings schema, as CSV or Parquet.
 
-`RANKINGS_SCHEMA` repeats `reward_model.stage.RANKINGS_SCHEMA` field for field (a test checks
-they are equal): importing the stage module would load torch into the web server.
+Rows follow `reward_model.rankings.RANKINGS_SCHEMA`, the schema the reward_model stage trains on.
 CSV cells that a spreadsheet would run as a formula (starting with = + - @ tab or CR) get a
 leading apostrophe.
 """
@@ -18,24 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import select
 
-from reward_model.rankings import drop_failed_gold
+from reward_model.rankings import RANKINGS_SCHEMA, drop_failed_gold
 from reward_model.service.models import Submission
 
-RANKINGS_SCHEMA = pa.schema(
-    [
-        ("annotator_id", pa.string()),
-        ("task_id", pa.string()),
-        ("prompt_id", pa.string()),
-        ("candidate_ids", pa.list_(pa.string())),
-        ("ranks", pa.list_(pa.int32())),
-        ("tied", pa.bool_()),
-        ("is_gold", pa.bool_()),
-        ("gold_answer", pa.string()),
-        ("duration_s", pa.float64()),
-        ("simulated", pa.bool_()),
-        ("excluded", pa.bool_()),
-    ]
-)
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
