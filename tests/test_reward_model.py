@@ -267,3 +267,20 @@ def test_muq_backend_embeds_the_mix_with_the_audio_tower(mulan_dir, songs, tmp_p
     assert [e.vector.shape for e in out[:2]] == [(embedder.dim,)] * 2 and out[2].error and "silent" in out[2].error
     assert np.array_equal(embedder.embed(items[:1])[0].vector, out[0].vector)
     assert embedder.describe()["version"].startswith("muq-mulan-audio/")
+
+
+def test_the_crowd_hears_the_key_the_music_establishes_not_the_written_one():
+    """A song written 'in C major' whose notes and chords all sit in D major sounds in key."""
+    from pipeline.models.tiny.score import Chord, Score, SungWord
+    from reward_model.crowd import heard_scale, utility_components
+
+    d_major = [2, 4, 6, 7, 9, 11, 1]
+    vocals = [SungWord(4 * i, 4, 62 + (d_major[i % 7] - 2) % 12, "la", 0) for i in range(14)]
+    chords = [Chord(16 * i, 16, root, quality) for i, (root, quality) in enumerate([(2, "maj"), (7, "maj"), (9, "maj"), (11, "min")])]
+    song = Score(100, key=0, mode="major", gender="female", genre="pop", instruments=[], vocals=vocals, chords=chords)
+    assert heard_scale(song) == set(d_major)
+    parts = utility_components(song)
+    assert parts["in_key"] == 1.0 and parts["chords_in_key"] == 1.0
+    off = Score(100, key=0, mode="major", gender="female", genre="pop", instruments=[],
+                vocals=vocals + [SungWord(60, 4, 63, "la", 0), SungWord(64, 4, 65, "la", 0)], chords=chords)  # fmt: skip
+    assert utility_components(off)["in_key"] == pytest.approx(14 / 16)
