@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.config import load_config
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs/tiny.yaml"
 
@@ -34,7 +36,7 @@ def test_round_run_until_conditions_then_rerun_skips(tmp_path, server_env):
     first = songpref("round", "run", "--config", TINY, "--out", out, "--until", "conditions", env=server_env)
     assert first.returncode == 0, first.stderr
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["stages"]["lyrics"]["status"] == "done" and manifest["stages"]["lyrics"]["rows"] == 64
+    assert manifest["stages"]["lyrics"]["status"] == "done" and manifest["stages"]["lyrics"]["rows"] == load_config(TINY).lyrics.count
     assert manifest["stages"]["conditions"]["status"] == "done" and manifest["stages"]["conditions"]["rows"] >= 48
     before = parquet_bytes(out)
     second = songpref("round", "run", "--config", TINY, "--out", out, "--until", "conditions", env=server_env)
@@ -85,11 +87,11 @@ def test_config_error_names_file_key_and_problem(tmp_path):
     assert not (tmp_path / "r").exists()  # nothing written before the config is valid
 
 
-def test_until_an_unbuilt_stage_is_refused_up_front(tmp_path):
-    result = songpref("round", "run", "--config", TINY, "--out", tmp_path / "r", "--until", "sweep")
-    assert result.returncode == 2 and "not built yet" in " ".join(result.stderr.split())
+def test_an_unknown_stage_is_refused_up_front(tmp_path):
     result = songpref("round", "run", "--config", TINY, "--out", tmp_path / "r", "--until", "lyricz")
     assert result.returncode == 2 and "not a stage" in result.stderr
+    result = songpref("round", "run", "--config", TINY, "--out", tmp_path / "r", "--only", "dpo/nope")
+    assert result.returncode == 2 and "unknown stage" in result.stderr and not (tmp_path / "r").exists()
 
 
 def test_config_show_and_schema():
