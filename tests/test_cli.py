@@ -103,7 +103,8 @@ def test_config_show_and_schema():
 
 def test_conditions_export_for_levo(tmp_path, server_env):
     out = tmp_path / "round"
-    assert songpref("round", "run", "--config", TINY, "--out", out, "--set", "lyrics.count=20", env=server_env).returncode == 0
+    assert songpref("round", "run", "--config", TINY, "--out", out, "--until", "conditions", "--set", "lyrics.count=20",
+                    env=server_env).returncode == 0  # fmt: skip
     exported = tmp_path / "levo.jsonl"
     assert songpref("conditions", "export", out, "--out", exported).returncode == 0
     records = [json.loads(line) for line in exported.read_text().splitlines()]
