@@ -33,38 +33,21 @@ SCORES = {"per": ("scores/per", "per"), "similarity": ("scores/similarity", "sim
           "reward": ("scores/reward", "reward")}  # fmt: skip
 NEEDS = {"lyrics": ("per",), "prompt": ("similarity",), "musicality": ("reward",), "joint": ("per", "similarity", "reward")}
 SPLITS = ("train", "test")
-INDEX_SCHEMA = pa.schema(
-    [
-        ("prompt_id", pa.string()),
-        ("chosen_id", pa.string()),
-        ("rejected_id", pa.string()),
-        ("strategy", pa.string()),
-        ("chosen_score", pa.float64()),
-        ("rejected_score", pa.float64()),
-        ("gap", pa.float64()),
-        ("genre", pa.string()),
-        ("language", pa.string()),
-        ("split", pa.string()),
-    ]
-)
+PAIR_IDS = [("prompt_id", pa.string()), ("chosen_id", pa.string()), ("rejected_id", pa.string())]
+PAIR_FACTS = [("strategy", pa.string()), ("chosen_score", pa.float64()), ("rejected_score", pa.float64()),
+              ("gap", pa.float64()), ("genre", pa.string()), ("language", pa.string()), ("split", pa.string())]  # fmt: skip
+# The stage's own shard: the selected pairs. The published dataset adds TRL's columns, audio and every score.
+INDEX_SCHEMA = pa.schema([*PAIR_IDS, *PAIR_FACTS])
 DATASET_SCHEMA = pa.schema(
     [
         ("prompt", pa.string()),
         ("chosen", pa.string()),
         ("rejected", pa.string()),
-        ("prompt_id", pa.string()),
-        ("chosen_id", pa.string()),
-        ("rejected_id", pa.string()),
+        *PAIR_IDS,
         ("chosen_audio_uri", pa.string()),
         ("rejected_audio_uri", pa.string()),
         *[(f"{side}_{score}", pa.float64()) for score in SCORES for side in ("chosen", "rejected")],
-        ("strategy", pa.string()),
-        ("chosen_score", pa.float64()),
-        ("rejected_score", pa.float64()),
-        ("gap", pa.float64()),
-        ("genre", pa.string()),
-        ("language", pa.string()),
-        ("split", pa.string()),
+        *PAIR_FACTS,
     ]
 )
 
@@ -100,13 +83,14 @@ class PairsStage(Stage):
         missing = [name for name, outputs in spec.inputs.items() if outputs is None]
         if missing:
             raise ValueError(f"pairs/{strategy}: needs {', '.join(missing)}, which is not done; run its stage first")
-        scored, lookup = self.scored_candidates(NEEDS[strategy])
+        conditions = round_conditions(self.store)
+        scored, lookup = self.scored_candidates(NEEDS[strategy], conditions)
         pairs, stats = get_strategy(strategy)(scored, self.config.pairs, self.config.seed)
         for split, path in dataset_files(strategy).items():  # a dataset of an earlier config must not linger
             if self.store.exists(path):
                 self.store.remove(path)
         if len(pairs):
-            dataset = self.trl_dataset(pairs, lookup)
+            dataset = self.trl_dataset(pairs, lookup, conditions)
             written = {}
             for split, path in dataset_files(strategy).items():
                 part = dataset.filter(pc.equal(dataset["split"], split))
@@ -138,10 +122,9 @@ class PairsStage(Stage):
         data = load_dataset("parquet", data_files=files)
         data.push_to_hub(hub.repo_id, config_name=strategy, private=hub.private, token=token)
 
-    def scored_candidates(self, needed: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def scored_candidates(self, needed: tuple[str, ...], conditions: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(the strategy's input: candidate_id, prompt_id, genre, language and its score columns,
         a failed score as NaN; every candidate's row with tokens, audio and all scores)."""
-        conditions = round_conditions(self.store)
         stages = read_manifest(self.store)["stages"]
         frames = [self.store.read_table(p).to_pandas() for p in _outputs(stages, "candidates")]
         cands = pd.concat(frames, ignore_index=True)
@@ -159,13 +142,12 @@ class PairsStage(Stage):
         columns = ["candidate_id", "prompt_id", "genre", "language", *needed]
         return cands[columns].reset_index(drop=True), cands.set_index("candidate_id")
 
-    def trl_dataset(self, pairs: pd.DataFrame, lookup: pd.DataFrame) -> pa.Table:
+    def trl_dataset(self, pairs: pd.DataFrame, lookup: pd.DataFrame, conditions: dict[str, dict]) -> pa.Table:
         """TRL's columns from the song model's text forms, then ids, audio and every score."""
         model = load_song_model(self.config.model.backend, self.config.model.options)
         if not hasattr(model, "preference_completion"):
             raise ValueError(f"model.backend {self.config.model.backend!r} gives no text of its songs for DPO "
                              "(a SongModel needs preference_prompt and preference_completion)")  # fmt: skip
-        conditions = round_conditions(self.store)
         prompts = {p: model.preference_prompt(conditions[p]) for p in pairs["prompt_id"].unique()}
         songs = {}
         for cid in pd.unique(pairs[["chosen_id", "rejected_id"]].to_numpy().ravel()):
