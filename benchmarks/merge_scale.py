@@ -98,8 +98,8 @@ def child(tool: str, inputs: list[str], out: str) -> None:
     process_started = time.perf_counter()
     if tool == "songpref":
         sys.path.insert(0, str(ROOT))
-        from alignment.merge import merge
-        from alignment.merge_config import MergeOptions
+        from alignment.merge.dni import merge
+        from alignment.merge.config import MergeOptions
 
         started = time.perf_counter()
         merge(inputs, WEIGHTS, out, options=MergeOptions(max_shard_size="2GB", digest_inputs=False))

@@ -119,12 +119,12 @@ class RoundConfig(Strict):
     dpo: dict[str, Any] = Field(
         default_factory=dict,
         description="DPO stage options (strategies, policy, run defaults, per-strategy overrides), checked by "
-        "alignment.stage.DpoStageOptions when the stage starts; {} = the embedded defaults.",
+        "alignment.dpo.stage.DpoStageOptions when the stage starts; {} = the embedded defaults.",
     )
     sweep: dict[str, Any] = Field(
         default_factory=dict,
         description="DNI merge and weight-sweep options (grid step, named points, merge form, held-out prompts, "
-        "seeds, utility weights), checked by alignment.sweep_stage.SweepOptions; {} = the defaults.",
+        "seeds, utility weights), checked by alignment.sweep.stage.SweepOptions; {} = the defaults.",
     )
 
     def resolved(self) -> dict:

@@ -52,7 +52,7 @@ def sweep_command(
     set_: SetOpt = None,
 ) -> None:
     """Merge the DPO models (DNI) and sweep the weights: sweep/results.parquet, plots, report.md, the ablation table."""
-    from alignment.sweep_report import update_readme
+    from alignment.sweep.report import update_readme
     from pipeline.manifest import read_manifest
     from pipeline.store import RoundStore
     from songpref.cli import run_stages

@@ -48,10 +48,11 @@ def merge_command(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory (atomically).")] = False,
 ) -> None:
     """Merge checkpoints of one architecture: θ = Σ αᵢθᵢ, streamed tensor by tensor, written atomically."""
-    from alignment.merge import MergeMismatchError, merge
-    from alignment.merge_config import MergeConfigError, MergeOptions, load_merge_config
-    from alignment.merge_io import CheckpointError
-    from alignment.merge_lora import is_lora_adapter
+    from alignment.merge.dense import MergeMismatchError
+    from alignment.merge.dni import merge
+    from alignment.merge.config import MergeConfigError, MergeOptions, load_merge_config
+    from alignment.merge.io import CheckpointError
+    from alignment.merge.lora import is_lora_adapter
 
     try:
         if config is not None:

@@ -9,10 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from alignment.merge import MANIFEST_NAME, MergeMismatchError, merge
-from alignment.merge_config import MergeConfigError, MergeOptions, load_merge_config
-from alignment.merge_io import file_sha256
-from alignment.merge_lora import LoraAdapter, load_adapter, stacked_factors
+from alignment.merge.dense import MANIFEST_NAME, MergeMismatchError
+from alignment.merge.dni import merge
+from alignment.merge.config import MergeConfigError, MergeOptions, load_merge_config
+from alignment.merge.io import file_sha256
+from alignment.merge.lora import LoraAdapter, load_adapter, stacked_factors
 
 REFERENCE = Path(__file__).parent / "data" / "mergekit_reference"
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from datasets import load_dataset
 
-from alignment.dpo import DpoOptions, train_dpo
+from alignment.dpo.trainer import DpoOptions, train_dpo
 from alignment.tiny_policy import TinyPolicy
 from pipeline.manifest import open_round, read_manifest
 from pipeline.models.tiny.preference_text import TinySongTokenizer

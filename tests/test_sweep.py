@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alignment.evaluate import summarize
-from alignment.sweep import choose, hypervolume, pareto_mask, point_name, simplex_grid
-from alignment.sweep_report import ablation_table, update_readme
+from alignment.sweep.evaluate import summarize
+from alignment.sweep.grid import choose, hypervolume, pareto_mask, point_name, simplex_grid
+from alignment.sweep.report import ablation_table, update_readme
 
 
 def test_simplex_grid_covers_the_simplex_once():

@@ -23,12 +23,12 @@ PARTS = {
 UPPER_STAGES = {
     "reward_model": "reward_model.stage:RewardModelStage",
     "scores/reward": "reward_model.stage:RewardScoreStage",
-    "dpo/lyrics": "alignment.stage:DpoLyricsStage",
-    "dpo/prompt": "alignment.stage:DpoPromptStage",
-    "dpo/musicality": "alignment.stage:DpoMusicalityStage",
-    "dpo/joint": "alignment.stage:DpoJointStage",
-    "merge": "alignment.sweep_stage:MergeStage",
-    "sweep": "alignment.sweep_stage:SweepStage",
+    "dpo/lyrics": "alignment.dpo.stage:DpoLyricsStage",
+    "dpo/prompt": "alignment.dpo.stage:DpoPromptStage",
+    "dpo/musicality": "alignment.dpo.stage:DpoMusicalityStage",
+    "dpo/joint": "alignment.dpo.stage:DpoJointStage",
+    "merge": "alignment.sweep.stage:MergeStage",
+    "sweep": "alignment.sweep.stage:SweepStage",
 }
 
 

@@ -1,10 +1,10 @@
-"""Deep Network Interpolation: θ = Σ αᵢθᵢ, or θ₀ + Σ αᵢ(θᵢ − θ₀) given a base, streamed tensor by tensor.
+"""Dense checkpoints merged tensor by tensor: θ = Σ αᵢθᵢ, or θ₀ + Σ αᵢ(θᵢ − θ₀) given a base.
 
 Memory stays at about one chunk per input whatever the model size: each tensor is read in
 `chunk_elements` slices from every input (explicit file offsets, no memory map), combined in
 float32 (or float64) and cast back, and appended to a pre-planned output shard. The output
 directory appears only when complete (temp sibling + fsync + rename), with a `merge_manifest.json`
-recording inputs and outputs by sha256. PEFT LoRA adapter directories go to `merge_lora`, which is exact.
+recording inputs and outputs by sha256. `alignment.merge.dni.merge` is the entry point.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from alignment.merge_config import MergeOptions, validate_weights
-from alignment.merge_io import DTYPE_CODES, DTYPES, FLOAT_CODES, INDEX_NAME, CheckpointReader, file_sha256
-from alignment.merge_writer import OutputTensor, ShardWriter, atomic_output_dir, plan_shards
+from alignment.merge.config import MergeOptions
+from alignment.merge.io import DTYPE_CODES, DTYPES, FLOAT_CODES, INDEX_NAME, CheckpointReader, file_sha256
+from alignment.merge.writer import OutputTensor, ShardWriter, atomic_output_dir, plan_shards
 
 MANIFEST_NAME = "merge_manifest.json"
 _SKIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
@@ -44,38 +44,6 @@ class MergeResult:
     bytes_written: int
     seconds: float
     manifest: dict = field(repr=False)
-
-
-def merge(checkpoints: Sequence[str | Path], weights: Sequence[float], out: str | Path, *,
-          base: str | Path | None = None, options: MergeOptions | None = None,
-          progress: Progress | None = None) -> MergeResult:
-    """Merge N ≥ 2 checkpoints of one architecture into `out` with weights αᵢ.
-
-    Without `base`: θ = Σ αᵢθᵢ. With `base`: θ = θ₀ + Σ αᵢ(θᵢ − θ₀) (task vectors). PEFT adapter
-    directories are merged exactly by `alignment.merge_lora.merge_lora`.
-    """
-    from alignment.merge_lora import is_lora_adapter, merge_lora
-
-    options = options or MergeOptions()
-    paths = [Path(c) for c in checkpoints]
-    weights = validate_weights(weights, len(paths), options.allow_extrapolation)
-    adapters = [is_lora_adapter(p) for p in paths]
-    if all(adapters):
-        return merge_lora(paths, weights, out, base=base, options=options, progress=progress)
-    if any(adapters):
-        raise MergeMismatchError("cannot mix LoRA adapter dirs and full checkpoints: "
-                                 + ", ".join(f"{p} ({'adapter' if a else 'checkpoint'})" for p, a in zip(paths, adapters)))
-    started = time.perf_counter()
-    readers = [CheckpointReader(p) for p in paths]
-    base_reader = CheckpointReader(Path(base)) if base is not None else None
-    try:
-        check_same_tensors(readers + ([base_reader] if base_reader else []))
-        result = stream_merge(readers, weights, out, base=base_reader, options=options, progress=progress,
-                              method="task_arithmetic" if base_reader else "linear", started=started)
-    finally:
-        for reader in readers + ([base_reader] if base_reader else []):
-            reader.close()
-    return result
 
 
 def check_same_tensors(readers: list[CheckpointReader]) -> None:
@@ -131,13 +99,13 @@ def stream_merge(readers: list[CheckpointReader], weights: Sequence[float], out:
         if len(shards) > 1:
             index = {"metadata": {"total_size": total},
                      "weight_map": {t.key: name for name, tensors in shards for t in tensors}}
-            outputs[INDEX_NAME] = _write_json(tmp / INDEX_NAME, index)
+            outputs[INDEX_NAME] = write_json(tmp / INDEX_NAME, index)
         if options.copy_files:
             copy_side_files(readers[0].path, tmp)
         seconds = time.perf_counter() - started
         manifest = build_manifest(method, readers, weights, base, options, outputs, len(plan),
                                   combiner.bytes_read, written, seconds, manifest_extra)
-        _write_json(tmp / MANIFEST_NAME, manifest)
+        write_json(tmp / MANIFEST_NAME, manifest)
     return MergeResult(Path(out), len(plan), combiner.bytes_read, written, seconds, manifest)
 
 
@@ -242,7 +210,7 @@ def copy_side_files(source: Path, dest: Path, skip: tuple[str, ...] = ()) -> Non
             shutil.copyfile(item, dest / item.name)
 
 
-def _write_json(path: Path, value) -> str:
+def write_json(path: Path, value) -> str:
     from pipeline.digest import digest_bytes
 
     data = (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from alignment.merge_io import DTYPES
+from alignment.merge.io import DTYPES
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from fractions import Fraction
 import numpy as np
 import pandas as pd
 
-from alignment.evaluate import METRICS
+from alignment.sweep.evaluate import METRICS
 
 
 def simplex_grid(strategies: list[str], step: float) -> list[dict[str, float]]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from alignment.dpo import DpoOptions, train_dpo
+from alignment.dpo.trainer import DpoOptions, train_dpo
 from alignment.policy import kl_estimate, load_policy, policy_folder
 from pipeline.digest import derive_seed, model_dir_digest
 from pipeline.manifest import read_manifest

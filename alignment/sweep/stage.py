@@ -21,9 +21,9 @@ from typing import Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from alignment.evaluate import PolicyEvaluator, summarize
+from alignment.sweep.evaluate import PolicyEvaluator, summarize
 from alignment.policy import policy_folder
-from alignment.sweep import point_name, simplex_grid
+from alignment.sweep.grid import point_name, simplex_grid
 from pipeline.manifest import read_manifest
 from pipeline.stages.base import ShardSpec, Stage
 from pipeline.stages.pairs import dataset_files
@@ -81,7 +81,7 @@ def model_identities(store, models: dict[str, str]) -> dict[str, dict]:
 
 def merge_point(store, models: dict[str, str], weights: dict[str, float], form: str, base: Path, out: Path):
     """Merge the DPO models of the strategies in `weights` (zero weights left out) into `out`."""
-    from alignment.merge import merge
+    from alignment.merge.dni import merge
 
     used = {s: w for s, w in weights.items() if w != 0}
     missing = sorted(set(used) - set(models))
@@ -186,7 +186,7 @@ class SweepStage(Stage):
         return merge_point(self.store, models, params["weights"], params["form"], base, scratch)
 
     def summarize(self, results, seconds: float) -> dict:
-        from alignment.sweep_report import write_sweep_report
+        from alignment.sweep.report import write_sweep_report
 
         points = self.points()
         songs = {r.metrics["point"]: self.store.read_table(r.filename).to_pandas() for r in results}

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from alignment.evaluate import METRICS, summarize
-from alignment.sweep import choose, hypervolume, oriented, pareto_mask, sweep
+from alignment.sweep.evaluate import METRICS, summarize
+from alignment.sweep.grid import choose, hypervolume, oriented, pareto_mask, sweep
 
 ABLATION_ROWS = {"w/o DPO": "base", "lyrics only": "lyrics", "prompt only": "prompt",
                  "musicality only": "musicality", "joint": "joint", "DNI": "dni"}  # fmt: skip

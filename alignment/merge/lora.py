@@ -22,11 +22,11 @@ from typing import Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from alignment.merge import (MANIFEST_NAME, MergeMismatchError, MergeResult, Progress, _write_json, copy_side_files,
+from alignment.merge.dense import (MANIFEST_NAME, MergeMismatchError, MergeResult, Progress, write_json, copy_side_files,
                              library_versions, stream_merge)
-from alignment.merge_config import MergeOptions, validate_weights
-from alignment.merge_io import CheckpointReader, file_sha256
-from alignment.merge_writer import atomic_output_dir
+from alignment.merge.config import MergeOptions, validate_weights
+from alignment.merge.io import CheckpointReader, file_sha256
+from alignment.merge.writer import atomic_output_dir
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -188,7 +188,7 @@ def _write_stacked(adapters: list[LoraAdapter], weights: Sequence[float], out: P
     with atomic_output_dir(out, overwrite=options.overwrite) as tmp:
         save_file(tensors, tmp / ADAPTER_WEIGHTS, metadata={"format": "pt"})
         outputs = {ADAPTER_WEIGHTS: file_sha256(tmp / ADAPTER_WEIGHTS),
-                   ADAPTER_CONFIG: _write_json(tmp / ADAPTER_CONFIG, config)}
+                   ADAPTER_CONFIG: write_json(tmp / ADAPTER_CONFIG, config)}
         if options.copy_files:
             copy_side_files(adapters[0].path, tmp, skip=(ADAPTER_CONFIG, MANIFEST_NAME))
         nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
@@ -198,7 +198,7 @@ def _write_stacked(adapters: list[LoraAdapter], weights: Sequence[float], out: P
         manifest = {"method": "lora_stacked", "inputs": inputs, "weights": list(weights), "base": None, "outputs": outputs,
                     "tensors": len(tensors), "bytes_read": read, "bytes_written": nbytes, "seconds": round(seconds, 3),
                     "compute_dtype": options.compute_dtype, "versions": library_versions(), **extra}
-        _write_json(tmp / MANIFEST_NAME, manifest)
+        write_json(tmp / MANIFEST_NAME, manifest)
     return MergeResult(out, len(tensors), read, nbytes, seconds, manifest)
 
 

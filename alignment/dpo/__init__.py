@@ -1,0 +1,1 @@
+"""DPO per preference: run options, the multi-stream TRL trainer, and the dpo stage."""
