@@ -13,25 +13,26 @@ from pathlib import Path
 import yaml
 
 from data_cards.licences import PROJECT_LICENCE, licence_row
+from pipeline.scoring.registry import score_kinds
 from pipeline.store import RoundStore
 
 # The manifest records each card reads, by the card's dataset (pairs read every one of them).
-UPSTREAM = {
-    "lyrics": ("lyrics",),
-    "conditions": ("lyrics", "conditions"),
-    "candidates": ("lyrics", "conditions", "candidates"),
-    "scores/per": ("lyrics", "conditions", "candidates", "scores/per"),
-    "scores/similarity": ("lyrics", "conditions", "candidates", "scores/similarity"),
-    "scores/reward": ("lyrics", "conditions", "candidates", "reward_model", "scores/reward"),
-}
-ALL_UPSTREAM = ("lyrics", "conditions", "candidates", "scores/per", "scores/similarity", "reward_model", "scores/reward", "pairs")
+UPSTREAM = {"lyrics": ("lyrics",), "conditions": ("lyrics", "conditions"), "candidates": ("lyrics", "conditions", "candidates")}
 TINY_CHECKPOINT = Path(__file__).resolve().parents[1] / "pipeline" / "models" / "tiny" / "checkpoint"
 REWARD_EVAL = "reward_model/model/eval.json"
 MAX_LISTED = 8  # longer lists (e.g. a scorer's unknown words) show their length instead
 
 
 def upstream(dataset_name: str) -> tuple[str, ...]:
-    return UPSTREAM.get(dataset_name, ALL_UPSTREAM)
+    """A score table reads its kind's own records (a kind trained in the round, its training too);
+    pairs read every score table."""
+    kinds = score_kinds().values()
+    trained = lambda k: ("reward_model",) if k.trained_in_round else ()  # noqa: E731
+    for kind in kinds:
+        if dataset_name == kind.stage:
+            return (*UPSTREAM["candidates"], *trained(kind), kind.stage)
+    every = [k.stage for k in kinds if not k.trained_in_round] + ["reward_model"] + [k.stage for k in kinds if k.trained_in_round]
+    return UPSTREAM.get(dataset_name, (*UPSTREAM["candidates"], *every, "pairs"))
 
 
 def records(manifest: dict, dataset_name: str) -> dict:
@@ -163,10 +164,10 @@ def licences(config: dict, done: dict) -> list[dict]:
         rows.append(licence_row("song model", backend, backend))
         if backend == "tiny":
             rows.append(licence_row("singing voice (tiny renderer)", "flite", "flite"))
-    for part, role in (("scores/per", "transcriber (PER)"), ("scores/similarity", "text-audio similarity")):
-        if part in done:
-            backend = scorer(done[part])["backend"]
-            rows.append(licence_row(role, backend, backend))
+    for kind in score_kinds().values():  # a kind with backends; a model trained in the round is listed below
+        if kind.config_key and kind.stage in done:
+            backend = scorer(done[kind.stage])["backend"]
+            rows.append(licence_row(kind.role, backend, backend))
     if "scores/per" in done:
         rows += [licence_row("phonemes (PER)", "phonemizer", "phonemizer"), licence_row("phonemes (PER)", "espeak-ng", "espeak-ng")]
     if "reward_model" in done:

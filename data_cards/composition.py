@@ -9,19 +9,16 @@ from __future__ import annotations
 
 from collections import Counter
 
+import math
+
 from data_cards.datasets import Dataset, read_rows
 from data_cards.plots import histogram_png, panels_png, summary
+from pipeline.preferences import preferences
+from pipeline.scoring.registry import get_kind
 from pipeline.store import RoundStore
 
 SKEW_SHARE = 0.5
-# scores/<scorer>: the score column, its meaning and its plot's file name.
-SCORE_COLUMNS = {
-    "scores/per": ("per", "phoneme error rate x100 (lower is better)", "per_hist.png"),
-    "scores/similarity": ("similarity", "text-audio similarity (higher is better)", "similarity_hist.png"),
-    "scores/reward": ("reward", "reward-model score (higher is better)", "reward_hist.png"),
-}
 PAIR_PLOT = "scores.png"
-SCORE_NAMES = {"lyrics": "PER x100 (lower is better)", "prompt": "similarity", "musicality": "reward"}
 
 
 def counts(values) -> list[dict]:
@@ -84,7 +81,8 @@ def candidates(store: RoundStore, ds: Dataset, record: dict) -> tuple[dict, dict
 
 
 def scores(store: RoundStore, ds: Dataset, record: dict) -> tuple[dict, dict, list[str]]:
-    column, meaning, plot = SCORE_COLUMNS[ds.name]
+    kind = get_kind(ds.name.split("/", 1)[1])
+    column, meaning, plot = kind.column, kind.meaning, f"{kind.column}_hist.png"
     table = read_rows(store, ds, [column, "error"]).to_pydict()
     values = table[column]
     failed = [e for e in table["error"] if e]
@@ -94,22 +92,8 @@ def scores(store: RoundStore, ds: Dataset, record: dict) -> tuple[dict, dict, li
     }  # fmt: skip
     plots = {plot: histogram_png({column: values}, f"{ds.name}: {column}", meaning)}
     skews = [f"{len(failed)} of {len(values)} candidates have no {column} (scoring failed)"] if failed else []
-    skews += _score_skews(column, [v for v in values if v is not None])
+    skews += kind.skews([v for v in values if v is not None and math.isfinite(v)])
     return comp, plots, skews
-
-
-def _score_skews(column: str, values: list[float]) -> list[str]:
-    """Measured oddities of a score's scale that change how its pair thresholds behave."""
-    if not values:
-        return []
-    median = summary(values)["median"]
-    if column == "per":
-        nothing = sum(v >= 100 for v in values)
-        return [f"{nothing} of {len(values)} candidates have PER >= 100 (sang nothing recognisable, or far too much)"] if nothing else []
-    if column == "similarity" and median > 0.8:
-        return [f"similarities sit high (median {median}): absolute thresholds separate few candidates; "
-                "quantile thresholds compare within a prompt"]  # fmt: skip
-    return []
 
 
 def pairs(store: RoundStore, ds: Dataset, record: dict) -> tuple[dict, dict, list[str]]:
@@ -139,7 +123,8 @@ def pairs(store: RoundStore, ds: Dataset, record: dict) -> tuple[dict, dict, lis
                             "rule": every[name].get("rule", "not recorded")} for name in sorted(every)],
         "plot": PAIR_PLOT,
     }  # fmt: skip
-    panels = [(f"pairs/{strategy}: {part}", SCORE_NAMES.get(part, f"{part} score"),
+    labels = {name: p.score_label for name, p in preferences().items()}
+    panels = [(f"pairs/{strategy}: {part}", labels.get(part, f"{part} score"),
                {"chosen": cols["chosen_score"], "rejected": cols["rejected_score"]}) for part, cols in parts.items()]  # fmt: skip
     plots = {PAIR_PLOT: panels_png(panels or [(f"pairs/{strategy}", "score", {})])}
     skews = skews_in("genre", table["genre"]) + skews_in("language", table["language"])

@@ -18,16 +18,16 @@ import pyarrow.parquet as pq
 from pipeline.store import RoundStore
 
 CARD_FILE = "README.md"
-# Stage records whose output folder is a dataset, and the kind of card each gets.
-STAGE_KINDS = {
-    "lyrics": "lyrics",
-    "conditions": "conditions",
-    "candidates": "candidates",
-    "scores/per": "scores",
-    "scores/similarity": "scores",
-    "scores/reward": "scores",
-}
+# Stage records whose output folder is a dataset, and the kind of card each gets; every
+# `scores/<kind>` record is a scores dataset.
+STAGE_KINDS = {"lyrics": "lyrics", "conditions": "conditions", "candidates": "candidates"}
 PAIRS_STAGE = "pairs"
+SCORES_FOLDER = "scores"
+
+
+def card_kind(stage: str) -> str | None:
+    """The kind of card a stage record's dataset gets (None: the stage writes no dataset card)."""
+    return "scores" if stage.startswith(f"{SCORES_FOLDER}/") else STAGE_KINDS.get(stage)
 PAIRS_SPLITS = ("train", "test")
 
 
@@ -54,9 +54,9 @@ def stage_datasets(store: RoundStore, manifest: dict, stage: str) -> list[Datase
     record = manifest.get("stages", {}).get(stage, {})
     if record.get("status") != "done":
         return []
-    if stage in STAGE_KINDS:
+    if card_kind(stage):
         shards = sorted(record.get("outputs") or {})
-        return [Dataset(stage, stage, STAGE_KINDS[stage], stage, {"train": shards})] if shards else []
+        return [Dataset(stage, stage, card_kind(stage), stage, {"train": shards})] if shards else []
     if stage == PAIRS_STAGE:
         return _pair_datasets(store, record)
     return []
@@ -64,7 +64,8 @@ def stage_datasets(store: RoundStore, manifest: dict, stage: str) -> list[Datase
 
 def round_datasets(store: RoundStore, manifest: dict) -> list[Dataset]:
     """Every finished dataset of the round, in stage order."""
-    return [ds for stage in (*STAGE_KINDS, PAIRS_STAGE) for ds in stage_datasets(store, manifest, stage)]
+    stages = [s for s in manifest.get("stages", {}) if card_kind(s)] + [PAIRS_STAGE]  # the manifest keeps stage order
+    return [ds for stage in stages for ds in stage_datasets(store, manifest, stage)]
 
 
 def _pair_datasets(store: RoundStore, record: dict) -> list[Dataset]:

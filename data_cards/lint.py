@@ -16,7 +16,7 @@ import fsspec
 import pyarrow.parquet as pq
 import yaml
 
-from data_cards.datasets import CARD_FILE, PAIRS_STAGE, STAGE_KINDS
+from data_cards.datasets import CARD_FILE, PAIRS_STAGE, SCORES_FOLDER, STAGE_KINDS
 
 REQUIRED_FIELDS = ("license", "language", "tags", "annotations_creators", "size_categories", "task_categories",
                    "configs", "dataset_info")  # fmt: skip
@@ -71,9 +71,10 @@ def lint_path(path: str) -> list[str]:
 
 def _dataset_folders(fs, root: str) -> list[str]:
     folders = list(STAGE_KINDS)
-    pairs = posixpath.join(root, PAIRS_STAGE)
-    if fs.isdir(pairs):
-        folders += sorted(f"{PAIRS_STAGE}/{posixpath.basename(p)}" for p in fs.ls(pairs, detail=False) if fs.isdir(p))
+    for parent in (SCORES_FOLDER, PAIRS_STAGE):  # one dataset per score kind and per strategy
+        path = posixpath.join(root, parent)
+        if fs.isdir(path):
+            folders += sorted(f"{parent}/{posixpath.basename(p)}" for p in fs.ls(path, detail=False) if fs.isdir(p))
     return folders
 
 

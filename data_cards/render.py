@@ -18,25 +18,27 @@ from data_cards import collectors, composition
 from data_cards.datasets import (Dataset, hf_features, read_rows, round_datasets, schema_of, size_category, split_bytes, split_sizes,
                                  stage_datasets)
 from pipeline.manifest import read_manifest
+from pipeline.scoring.registry import score_kinds
 from pipeline.store import RoundStore
 
 TEMPLATES = Path(__file__).with_name("templates")
-TASKS = {
-    "lyrics": ["text-generation"],
-    "conditions": ["text-to-audio"],
-    "candidates": ["text-to-audio"],
-    "scores/per": ["text-to-audio", "automatic-speech-recognition"],
-    "scores/similarity": ["text-to-audio"],
-    "scores/reward": ["text-to-audio"],
-}
+# Datasets of the stages before scoring; a score table's come from its score kind.
+TASKS = {"lyrics": ["text-generation"], "conditions": ["text-to-audio"], "candidates": ["text-to-audio"]}
 TITLES = {
     "lyrics": "song lyrics",
     "conditions": "song conditions (description + audio prompt)",
     "candidates": "sampled candidate songs",
-    "scores/per": "phoneme error rate scores",
-    "scores/similarity": "text-audio similarity scores",
-    "scores/reward": "reward-model scores",
 }
+
+
+def _kind_of(name: str):
+    """The score kind behind a `scores/<kind>` dataset, else None."""
+    return score_kinds().get(name.split("/", 1)[1]) if name.startswith("scores/") else None
+
+
+def _title(name: str) -> str:
+    kind = _kind_of(name)
+    return kind.title if kind else TITLES.get(name) or f"{name.split('/', 1)[1]} preference pairs"
 
 
 def _environment() -> Environment:
@@ -61,7 +63,7 @@ def build_context(store: RoundStore, manifest: dict, ds: Dataset) -> tuple[dict,
         "stage": collectors.stage_summary(record),
         "lyrics": collectors.lyrics_generator(config),
         "song_model": collectors.song_model(config, done["candidates"]) if "candidates" in done else None,
-        "scorers": {name: collectors.scorer(done[name], store.root) for name in ("scores/per", "scores/similarity", "scores/reward") if name in done},
+        "scorers": {k.stage: collectors.scorer(done[k.stage], store.root) for k in score_kinds().values() if k.stage in done},
         "pairs_options": collectors.flatten((record.get("metrics") or {}).get("options") or config.get("pairs") or {}) if ds.kind == "pairs" else [],
         "annotators": annotators,
         "licences": collectors.licences(config, done),
@@ -76,7 +78,7 @@ def _round_skews(config: dict, done: dict, facts: dict, annotators: dict | None)
     """Skews that come from how the round was made rather than from this dataset's columns."""
     skews = ["the dataset has no rows: everything upstream was filtered out (see Composition)"] if not facts["rows"] else []
     if annotators and annotators["simulated"]:
-        skews.append("musicality rankings come from a simulated crowd, not people: reward scores reflect the simulator's hidden utility")
+        skews.append("rankings come from a simulated crowd, not people: reward scores reflect the simulator's hidden utility")
     if "scores/per" in done and "zh" in facts["languages"]:
         skews.append("Chinese PER is inflated: espeak-ng reads many Mandarin syllables through its English fallback (see pipeline/scoring/per.py)")
     if "candidates" in done and config["model"]["backend"] == "tiny":
@@ -89,7 +91,7 @@ def _dataset_facts(store: RoundStore, manifest: dict, ds: Dataset) -> dict:
     return {
         "languages": _languages(store, manifest, ds), "bytes": split_bytes(store, ds),
         "name": ds.name, "folder": ds.folder, "kind": ds.kind, "splits": splits, "rows": sum(splits.values()),
-        "title": TITLES.get(ds.name) or f"{ds.name.split('/', 1)[1]} preference pairs",
+        "title": _title(ds.name),
         "features": hf_features(schema_of(store, ds)), "data_files": ds.data_files,
     }  # fmt: skip
 
@@ -112,7 +114,7 @@ def yaml_header(ds: Dataset, context: dict) -> dict:
         "language_creators": ["machine-generated"],
         "source_datasets": ["original"],
         "size_categories": [size_category(facts["rows"])],
-        "task_categories": TASKS.get(ds.name, ["text-to-audio"]),
+        "task_categories": list(_kind_of(ds.name).tasks) if _kind_of(ds.name) else TASKS.get(ds.name, ["text-to-audio"]),
         "configs": [{"config_name": "default",
                      "data_files": [{"split": split, "path": files} for split, files in ds.data_files.items()]}],
         "dataset_info": {"config_name": "default", "features": facts["features"],

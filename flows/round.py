@@ -20,10 +20,11 @@ from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settin
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import data_cards
+from flows.stages import make_stage, stages_until
 from pipeline.config import RoundConfig
 from pipeline.manifest import open_round
 from pipeline.stages.base import ShardResult, ShardSpec
-from pipeline.stages.runner import finish_stage, stage_class, start_stage, stages_until
+from pipeline.stages.runner import finish_stage, start_stage
 from pipeline.store import RoundStore
 
 # Progress callbacks cannot be flow parameters (Prefect records parameters), so the CLI
@@ -41,14 +42,14 @@ def _report(event: str, stage: str, payload: object) -> None:
 # by the digest of its inputs. Prefect's own result cache would be a second, weaker copy.
 @task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name="{stage_name}-shard-{spec.index}")
 def build_shard(round_url: str, config: dict, stage_name: str, spec: ShardSpec) -> ShardResult:
-    stage = stage_class(stage_name)(RoundConfig.model_validate(config), RoundStore(round_url))
+    stage = make_stage(stage_name, RoundConfig.model_validate(config), RoundStore(round_url))
     return stage.run_shard(spec)
 
 
 @flow(name="stage", flow_run_name="{stage_name}", task_runner=ThreadPoolTaskRunner(max_workers=2))
 def stage_flow(round_url: str, config: dict, stage_name: str) -> dict:
     """One stage: plan, build the missing shards, record the stage in the manifest."""
-    stage = stage_class(stage_name)(RoundConfig.model_validate(config), RoundStore(round_url))
+    stage = make_stage(stage_name, RoundConfig.model_validate(config), RoundStore(round_url))
     specs, started = start_stage(stage)
     _report("start", stage_name, len(specs))
     futures = build_shard.map(unmapped(round_url), unmapped(config), unmapped(stage_name), specs)
@@ -95,7 +96,7 @@ def _summary_markdown(stage_name: str, record: dict) -> str:
 
 @flow(name="alignment-round")
 def alignment_round(round_url: str, config: dict, stages: list[str] | None = None) -> dict:
-    """Run `stages` in order (default: every built stage); returns each stage's manifest record."""
+    """Run `stages` in order (default: every stage); returns each stage's manifest record."""
     store = RoundStore(round_url)
     open_round(store, RoundConfig.model_validate(config))
     return {name: stage_flow(round_url, config, name) for name in stages or stages_until(None)}

@@ -96,3 +96,13 @@ def to_levo_record(condition: dict) -> dict:
     else:
         record["auto_prompt_audio_type"] = condition["auto_prompt_audio_type"]
     return record
+
+
+def round_conditions(store) -> dict[str, dict]:
+    """Every condition of a round (its conditions stage done) by condition_id."""
+    from pipeline.manifest import finished_outputs
+
+    rows = []
+    for path in finished_outputs(store, "conditions"):
+        rows += store.read_table(path).to_pylist()
+    return {row["condition_id"]: row for row in rows}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -19,13 +19,12 @@ from pipeline.lyrics.openai_backend import OpenAIOptions
 from pipeline.lyrics.template import TemplateOptions
 from pipeline.lyrics.transformers_backend import TransformersOptions
 from pipeline.pairs.options import PairOptions
-from pipeline.scoring.attributes import AttributesOptions
-from pipeline.scoring.clap import ClapOptions
-from pipeline.scoring.mulan import MulanOptions
-from pipeline.scoring.pocketsphinx_asr import PocketsphinxOptions
-from pipeline.scoring.whisper_asr import WhisperOptions
+from pipeline.registry import registered
+from pipeline.sections import RegisteredSection, SectionEntry, line_error, prefixed, schema_model
+from pipeline.stages.names import STAGES
 
-STAGES = ("lyrics", "conditions", "candidates", "scores", "reward_model", "pairs", "dpo", "merge", "sweep")
+# Sections of the upper layers (dpo, sweep, reward_model) register their options class here.
+SECTIONS_GROUP = "songpref.config"
 
 
 class ConfigError(ValueError):
@@ -78,7 +77,25 @@ class ModelConfig(Strict):
     """Consumed by the candidates stage: which SongModel plugin samples songs."""
 
     backend: str = Field("tiny", description="A name in the `songpref.models` entry-point group.")
-    options: dict[str, Any] = Field(default_factory=dict, description="Backend options, checked by the backend.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Backend options, checked by the backend's options class.")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _known_plugin(cls, data, handler):
+        """The backend must be installed and its options valid, both checked when the config loads."""
+        from pipeline.models.registry import available_models, song_model_class
+
+        config = handler(data)
+        try:
+            plugin = song_model_class(config.backend)
+        except LookupError:
+            message = f"no song model {config.backend!r}; installed: {', '.join(available_models()) or 'none'}"
+            raise ValidationError.from_exception_data(cls.__name__, [line_error("unknown_backend", message, ("backend",), config.backend)])
+        try:
+            plugin.options_class.model_validate(config.options)
+        except ValidationError as exc:
+            raise ValidationError.from_exception_data(cls.__name__, prefixed(exc, "options")) from None
+        return config
 
 
 class SamplingConfig(Strict):
@@ -89,43 +106,33 @@ class SamplingConfig(Strict):
     cfg_coef: float | None = Field(None, ge=0, description="Classifier-free guidance where the model has it.")
 
 
-TranscriberOptions = Annotated[Union[PocketsphinxOptions, WhisperOptions], Field(discriminator="backend")]
-SimilarityOptions = Annotated[Union[AttributesOptions, MulanOptions, ClapOptions], Field(discriminator="backend")]
+class ScoringConfig(RegisteredSection):
+    """One key per scorer kind with backends (`transcriber`, `similarity`): the backend and its options."""
+
+    @classmethod
+    def registered_entries(cls) -> dict[str, SectionEntry]:
+        from pipeline.scoring.registry import score_kinds
+
+        return {k.config_key: SectionEntry(k.options_annotation, k.default_options, f"Backend of the `{k.name}` score "
+                                           f"(scores/{k.name}); one of: {', '.join(k.backends)}.")
+                for k in score_kinds().values() if k.config_key}  # fmt: skip
 
 
-class ScoringConfig(Strict):
-    transcriber: TranscriberOptions = Field(
-        default_factory=PocketsphinxOptions, description="ASR for the phoneme error rate (lyrics strategy)."
-    )
-    similarity: SimilarityOptions = Field(
-        default_factory=AttributesOptions, description="Text-audio similarity scorer (prompt strategy)."
-    )
-
-
-class RoundConfig(Strict):
+class RoundConfig(RegisteredSection):
     name: str = Field("round", min_length=1, description="A label for the round.")
     seed: int = Field(0, ge=0, description="Root seed; every shard and candidate seed derives from it.")
     lyrics: LyricsConfig = Field(default_factory=LyricsConfig)
     conditions: ConditionsConfig = Field(default_factory=ConditionsConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
-    reward_model: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Reward-model stage options (rankings source, crowd, embedding, training), checked by "
-        "reward_model.stage.RewardStageOptions when the stage starts; {} = the embedded defaults.",
-    )
-    pairs: PairOptions = Field(default_factory=PairOptions, description="Preference-pair strategies and selection rules.")
-    dpo: dict[str, Any] = Field(
-        default_factory=dict,
-        description="DPO stage options (strategies, policy, run defaults, per-strategy overrides), checked by "
-        "alignment.dpo.stage.DpoStageOptions when the stage starts; {} = the embedded defaults.",
-    )
-    sweep: dict[str, Any] = Field(
-        default_factory=dict,
-        description="DNI merge and weight-sweep options (grid step, named points, merge form, held-out prompts, "
-        "seeds, utility weights), checked by alignment.sweep.stage.SweepOptions; {} = the defaults.",
-    )
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="Scorer backends, one per score kind.")
+    pairs: PairOptions = Field(default_factory=PairOptions, description="Preference-pair rules (one section per preference) and selection rules.")
+
+    @classmethod
+    def registered_entries(cls) -> dict[str, SectionEntry]:
+        """The sections of the upper layers: reward_model, dpo, sweep (entry-point group songpref.config)."""
+        sections = sorted(registered(SECTIONS_GROUP).items(), key=lambda s: STAGES.index(s[0]) if s[0] in STAGES else len(STAGES))
+        return {name: SectionEntry(options, options, (options.__doc__ or "").strip().split("\n")[0]) for name, options in sections}
 
     def resolved(self) -> dict:
         return self.model_dump(mode="json")
@@ -182,22 +189,9 @@ def _apply_override(raw: dict, item: str, source: Path) -> None:
     node[parts[-1]] = yaml.safe_load(text)
 
 
-def _known_keys(model: type[BaseModel] = RoundConfig, seen: set | None = None) -> set[str]:
-    """Every field name in the config tree, for 'did you mean' hints."""
-    seen = set() if seen is None else seen
-    for name, field in model.model_fields.items():
-        seen.add(name)
-        for arg in _model_types(field.annotation):
-            _known_keys(arg, seen)
-    return seen
-
-
-# Discriminated-union fields and their tags, which pydantic inserts into error locations.
-UNION_FIELDS = {
-    "generator": ("template", "transformers", "openai"),
-    "transcriber": ("pocketsphinx", "whisper"),
-    "similarity": ("attributes", "muq-mulan", "clap"),
-}
+def config_schema() -> dict:
+    """The JSON schema of the whole config: every key (registered sections included), type, default, description."""
+    return schema_model(RoundConfig).model_json_schema()
 
 
 def _model_types(annotation: Any) -> list[type[BaseModel]]:
@@ -206,13 +200,37 @@ def _model_types(annotation: Any) -> list[type[BaseModel]]:
     return [t for arg in getattr(annotation, "__args__", ()) for t in _model_types(arg)]
 
 
+def _backend_tags(model: type[BaseModel]) -> tuple:
+    field = model.model_fields.get("backend")
+    return get_args(field.annotation) if field else ()
+
+
+def _walk(loc: list[str]) -> tuple[list[str], set[str]]:
+    """The location as a person wrote it (discriminated unions insert the backend tag, e.g.
+    'template', which nobody wrote) and the keys valid beside its last part, for hints."""
+    nodes: list[Any] = [schema_model(RoundConfig)]
+    written, siblings = [], set()
+    for part in loc:
+        if any(get_origin(n) is dict for n in nodes):  # a mapping's own key, e.g. dpo.per_strategy.joint
+            nodes, siblings = [get_args(n)[1] for n in nodes if get_origin(n) is dict], set()
+            written.append(part)
+            continue
+        models = [m for n in nodes for m in _model_types(n)]
+        tagged = [m for m in models if part in _backend_tags(m)]
+        if len(models) > 1 and tagged and not any(part in m.model_fields for m in models):
+            nodes = tagged
+            continue
+        siblings = {k for m in models for k in m.model_fields}
+        nodes = [m.model_fields[part].annotation for m in models if part in m.model_fields]
+        written.append(part)
+    return written, siblings
+
+
 def _describe(error: dict, source: str) -> str:
-    loc = [str(p) for p in error["loc"]]
-    # Discriminated unions insert the tag ("template") into the location; a person never wrote it.
-    loc = [p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] in UNION_FIELDS and p in UNION_FIELDS[loc[i - 1]])]
+    loc, siblings = _walk([str(p) for p in error["loc"]])
     key = ".".join(loc) or "(top level)"
     if error["type"] == "extra_forbidden":
-        hint = difflib.get_close_matches(loc[-1], _known_keys(), n=1)
+        hint = difflib.get_close_matches(loc[-1], sorted(siblings), n=1)
         return f"{source}: {key}: unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else "")
     message = error["msg"].removeprefix("Value error, ")
     given = error.get("input")

@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from pipeline.config import STAGES, RoundConfig
+from pipeline.config import RoundConfig
+from pipeline.stages.names import STAGES
 from pipeline.store import MANIFEST, RoundStore
 
 TRACKED_PACKAGES = ("songpref", "torch", "transformers", "trl", "peft", "datasets", "pyarrow", "prefect", "pydantic")

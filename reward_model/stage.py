@@ -9,10 +9,10 @@ Two parts, each its own manifest record:
   breaks the kept rankings into pairs, embeds every candidate's audio and trains the reward head.
   The shard's rows are the rankings used (the snapshot, `excluded` marking the dropped
   annotators); the model goes to reward_model/model/.
-- `scores/reward`: one shard per candidates shard, scored by that model through the same
-  machinery as the other scores (a change of model rescores every row).
-Options come from the config's `reward_model` mapping (`RewardStageOptions`), checked here, as
-the pipeline layer does not import this package.
+- `scores/reward`: the `reward` score kind (reward_model/score_kind.py), one shard per candidates
+  shard, scored by that model through the same machinery as the other scores (a change of model
+  rescores every row).
+Options come from the config's `reward_model` section (`reward_model.options.RewardStageOptions`).
 """
 
 from __future__ import annotations
@@ -20,67 +20,32 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Literal
 
 import pandas as pd
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline.conditions import round_conditions
 from pipeline.digest import digest_json
-from pipeline.manifest import finished_outputs, read_manifest
+from pipeline.manifest import finished_outputs
+from pipeline.scoring.items import scoring_items
 from pipeline.stages.base import ShardSpec, Stage
-from pipeline.stages.scores import ScoreStage, round_conditions, scoring_items
-from reward_model.bradley_terry import RewardModelConfig, RewardTrainer
-from reward_model.crowd import CrowdConfig, SimulatedCrowd, decode_candidate
-from reward_model.embeddings import FEATURES_VERSION, EmbeddingConfig, embedding_matrix, load_embedder
-from reward_model.quality import QualityThresholds, assess, drop_flagged
+from reward_model.bradley_terry import RewardTrainer
+from reward_model.crowd import SimulatedCrowd, decode_candidate
+from reward_model.embeddings import FEATURES_VERSION, embedding_matrix, load_embedder
+from reward_model.options import RewardStageOptions
+from reward_model.quality import assess, drop_flagged
 from reward_model.quality_report import render_quality_report
 from reward_model.rankings import RANKINGS_SCHEMA, rankings_to_pairs
+from reward_model.score_kind import MODEL_DIR
 
-MODEL_DIR = "reward_model/model"
 QUALITY_DIR = "reward_model"
-
-
-class RewardStageOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    rankings: Literal["simulated"] | Path = Field(
-        "simulated", description="'simulated' (the embedded crowd) or a Parquet file of rankings in RANKINGS_SCHEMA."
-    )
-    crowd: CrowdConfig = Field(default_factory=CrowdConfig, description="The simulated crowd (rankings: simulated).")
-    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig, description="Audio embeddings the head reads.")
-    training: RewardModelConfig = Field(default_factory=RewardModelConfig, description="The Bradley–Terry head.")
-    quality: QualityThresholds = Field(
-        default_factory=QualityThresholds, description="Quality control: which annotators are excluded before training."
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _legacy_min_gold_accuracy(cls, data):
-        """Configs written before `quality` set `min_gold_accuracy` at this level: it moves into `quality`."""
-        if isinstance(data, dict) and "min_gold_accuracy" in data:
-            data = dict(data)
-            legacy = data.pop("min_gold_accuracy")
-            quality = dict(data.get("quality") or {})
-            if "min_gold_accuracy" in quality and quality["min_gold_accuracy"] != legacy:
-                raise ValueError("min_gold_accuracy is set twice (top level and quality) with different values")
-            data["quality"] = {**quality, "min_gold_accuracy": legacy}
-        return data
-
-
-def stage_options(config) -> RewardStageOptions:
-    try:
-        return RewardStageOptions.model_validate(config.reward_model)
-    except ValidationError as exc:
-        problems = "; ".join(f"reward_model.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ValueError(problems) from None
 
 
 class RewardModelStage(Stage):
     name = "reward_model"
 
     def plan(self) -> list[ShardSpec]:
-        options = stage_options(self.config)
+        options = self.config.reward_model
         candidates = finished_outputs(self.store, "candidates")
         inputs = {"candidates": {p: self.store.file_digest(p) for p in candidates}}
         if options.rankings != "simulated":
@@ -91,7 +56,7 @@ class RewardModelStage(Stage):
         return [ShardSpec(self.name, 0, inputs, params)]
 
     def build_shard(self, spec: ShardSpec) -> tuple[pa.Table, dict]:
-        options = stage_options(self.config)
+        options = self.config.reward_model
         items, rows = _round_candidates(self.store)
         rankings = self._rankings(options, rows)
         quality = assess(rankings, options.quality)
@@ -151,38 +116,6 @@ class RewardModelStage(Stage):
         model.save(scratch)
         shutil.rmtree(final, ignore_errors=True)
         scratch.rename(final)
-
-
-class RewardScoreStage(ScoreStage):
-    name = "scores/reward"
-    schema = pa.schema(
-        [
-            ("candidate_id", pa.string()),
-            ("audio_sha256", pa.string()),
-            ("reward", pa.float64()),
-            ("simulated", pa.bool_()),  # trained on simulated rankings
-            ("error", pa.string()),
-        ]
-    )
-
-    def scorer_options(self):
-        return stage_options(self.config)
-
-    def plan(self) -> list[ShardSpec]:
-        specs = super().plan()
-        model = read_manifest(self.store)["stages"].get("reward_model", {})
-        if model.get("status") != "done":
-            raise RuntimeError(f"stage 'reward_model' must be done first (status: {model.get('status', 'not run')})")
-        return [ShardSpec(s.stage, s.index, {**s.inputs, "reward_model": model["outputs"]}, s.params) for s in specs]
-
-    def scorer(self):
-        from reward_model.scorer import RewardScorer
-
-        return RewardScorer(self.store.path(MODEL_DIR))
-
-    def score(self, items) -> list[dict]:
-        simulated = stage_options(self.config).rankings == "simulated"
-        return [{"reward": r["reward"], "simulated": simulated, "error": r["error"]} for r in self.scorer().score(items)]
 
 
 def _round_candidates(store) -> tuple[list, list[dict]]:

@@ -1,7 +1,8 @@
 """`songpref`: the command line over the flows and the layers.
 
-Parsing and display only; the work happens in pipeline/ and flows/. Prefect is imported
-only by the commands that run flows, so `songpref lyrics validate` starts instantly.
+Parsing and display only; the work happens in pipeline/ and flows/. The layers are imported
+inside the commands that use them, so `songpref --help` and every subcommand's help answer in
+well under a second.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from pipeline.config import STAGES, ConfigError, RoundConfig, load_config
+from pipeline.registry import registered_names
+from pipeline.stages.names import STAGES
 from songpref.cli_align import dpo_command, sweep_command
 from songpref.cli_annotate import annotate_app
 from songpref.cli_cards import cards_app
 from songpref.cli_merge import merge_command
+from songpref.cli_plan import plan_command
+from songpref.common import ConfigOpt, SetOpt, console, fail, load_config_file, print_status, round_config, run_stages
 
 # Project defaults, before Prefect is imported: no analytics, quiet logs, time for a cold start.
 for _key, _value in {
@@ -45,110 +47,49 @@ app.add_typer(annotate_app, name="annotate")
 app.command("merge")(merge_command)
 app.command("dpo")(dpo_command)
 app.command("sweep")(sweep_command)
-
-console = Console(stderr=True)
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Round config YAML, e.g. configs/tiny.yaml.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a key: --set lyrics.count=20000 (repeatable).")]
-
-
-def _load(config: Path, overrides: list[str] | None) -> RoundConfig:
-    try:
-        return load_config(config, overrides or [])
-    except ConfigError as exc:
-        console.print(f"[red]config error[/red]\n{exc}", highlight=False)
-        raise typer.Exit(2) from None
+round_app.command("plan")(plan_command)
 
 
 @round_app.command("run")
 def round_run(
     config: ConfigOpt,
     out: Annotated[str, typer.Option("--out", "-o", help="Round directory: a local path or an fsspec URL.")],
-    until: Annotated[Optional[str], typer.Option(help=f"Last stage to run, one of: {', '.join(STAGES)}. Default: every built stage.")] = None,
+    until: Annotated[Optional[str], typer.Option(help=f"Last stage to run, one of: {', '.join(STAGES)}. Default: every stage.")] = None,
     only: Annotated[Optional[str], typer.Option(help="Run just this stage or stage part, e.g. scores/per (its inputs must be done).")] = None,
     set_: SetOpt = None,
 ) -> None:
     """Run a round's stages in order; finished shards are skipped, so a rerun resumes."""
-    from pipeline.stages.runner import stage_class, stage_parts, stages_until
+    from flows.stages import all_parts, stage_parts, stages_until
 
-    cfg = _load(config, set_)
+    cfg = load_config_file(config, set_)
     try:
-        stages = stage_parts(only) if only else stages_until(until)
-        for name in stages:
-            stage_class(name)  # checks the name and that it is built
-    except (ValueError, NotImplementedError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+        stages = stage_parts(only) if only in STAGES else [only] if only else stages_until(until)
+        unknown = [name for name in stages if name not in all_parts()]
+        if unknown:
+            raise ValueError(f"--only {unknown[0]!r}: unknown stage; stages and parts are: {', '.join(all_parts())}")
+    except ValueError as exc:
+        fail(str(exc))
     run_stages(out, cfg, stages)
-
-
-SCORERS = ("per", "similarity", "reward")
 
 
 @app.command("score")
 def score(
     round_dir: Annotated[str, typer.Argument(help="Round directory whose candidates stage is done.")],
-    scorer: Annotated[str, typer.Option("--scorer", help=f"One of: {', '.join(SCORERS)}.")],
+    scorer: Annotated[str, typer.Option("--scorer", help=f"A score kind: {', '.join(registered_names('songpref.scorers'))}.")],
 ) -> None:
-    """Score a round's candidates with one scorer, under the round's own config (scores/<scorer>/).
-    `reward` needs the round's reward_model stage done."""
-    from pipeline.manifest import read_manifest
-    from pipeline.store import RoundStore
+    """Score a round's candidates with one score kind, under the round's own config (scores/<kind>/).
+    A kind trained in the round (reward) needs its reward_model stage done."""
+    from pipeline.scoring.registry import score_kinds
 
-    if scorer not in SCORERS:
-        console.print(f"[red]--scorer {scorer!r}: not a scorer; scorers are: {', '.join(SCORERS)}[/red]")
-        raise typer.Exit(2)
-    try:
-        cfg = RoundConfig.model_validate(read_manifest(RoundStore(round_dir))["config"])
-    except FileNotFoundError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    run_stages(round_dir, cfg, [f"scores/{scorer}"])
-
-
-def run_stages(out: str, cfg: RoundConfig, stages: list[str]) -> None:
-    """Run stages (or parts) of a round through the flow, with progress and the status table after."""
-    from flows.round import run_round
-    from songpref.progress import RoundProgress
-
-    with RoundProgress(console) as progress:
-        try:
-            records = run_round(out, cfg, stages, reporter=progress.report)
-        except Exception as exc:
-            console.print(f"[red]round failed:[/red] {exc}")
-            _print_status(out)
-            raise typer.Exit(1) from None
-    _print_status(out)
-    console.print(f"[green]done[/green]: {', '.join(records)} in {out}")
+    if scorer not in score_kinds():
+        fail(f"--scorer {scorer!r}: not a scorer; scorers are: {', '.join(score_kinds())}")
+    run_stages(round_dir, round_config(round_dir), [f"scores/{scorer}"])
 
 
 @round_app.command("status")
 def round_status(round_dir: Annotated[str, typer.Argument(help="Round directory or URL.")]) -> None:
     """Show each stage's status, rows, time and key metrics from manifest.json."""
-    _print_status(round_dir)
-
-
-def _print_status(round_dir: str) -> None:
-    from pipeline.manifest import read_manifest
-    from pipeline.store import RoundStore
-
-    try:
-        manifest = read_manifest(RoundStore(round_dir))
-    except FileNotFoundError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    table = Table(title=f"round {manifest['config']['name']} · config {manifest['config_hash'][:12]} · seed {manifest['seed']}")
-    for column in ("stage", "status", "rows", "seconds", "metrics"):
-        table.add_column(column)
-    from pipeline.stages.runner import stage_parts
-
-    for name in (part for stage in STAGES for part in stage_parts(stage)):
-        record = manifest["stages"].get(name)
-        if record is None:
-            table.add_row(name, "[dim]not run[/dim]", "", "", "")
-            continue
-        metrics = ", ".join(f"{k}={v}" for k, v in record.get("metrics", {}).items() if isinstance(v, (int, float)))
-        table.add_row(name, record["status"], str(record.get("rows", "")), str(record.get("seconds", "")), metrics)
-    Console().print(table)
+    print_status(round_dir)
 
 
 @config_app.command("show")
@@ -156,15 +97,17 @@ def config_show(config: ConfigOpt, set_: SetOpt = None) -> None:
     """Print the resolved config (defaults filled in) as YAML, with its hash."""
     import yaml
 
-    cfg = _load(config, set_)
+    cfg = load_config_file(config, set_)
     typer.echo(f"# config hash: {cfg.digest()}")
     typer.echo(yaml.safe_dump(cfg.resolved(), sort_keys=False))
 
 
 @config_app.command("schema")
 def config_schema() -> None:
-    """Print the config's JSON schema (every key, type, default and description)."""
-    typer.echo(json.dumps(RoundConfig.model_json_schema(), indent=2))
+    """Print the config's JSON schema (every key, registered sections included: type, default, description)."""
+    from pipeline.config import config_schema
+
+    typer.echo(json.dumps(config_schema(), indent=2))
 
 
 @lyrics_app.command("validate")
@@ -178,8 +121,7 @@ def lyrics_validate(
     try:
         lines = file.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        console.print(f"[red]{file}: cannot read: {exc}[/red]")
-        raise typer.Exit(2) from None
+        fail(f"{file}: cannot read: {exc}")
     invalid = total = 0
     for number, line in enumerate(lines, start=1):
         if not line.strip():

@@ -6,43 +6,27 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
-from pipeline.config import ConfigError, RoundConfig, config_with_overrides
+from pipeline.registry import registered_names
+from songpref.common import console, fail, round_config, run_stages
 
-STRATEGY_NAMES = ("lyrics", "prompt", "musicality", "joint")
-console = Console(stderr=True)
 RoundArg = Annotated[str, typer.Argument(help="Round directory (its pairs stage done).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a key of the round's config (repeatable).")]
-
-
-def round_config(round_dir: str, overrides: list[str] | None) -> RoundConfig:
-    from pipeline.manifest import read_manifest
-    from pipeline.store import RoundStore
-
-    try:
-        recorded = read_manifest(RoundStore(round_dir))["config"]
-        return config_with_overrides(recorded, overrides or [], f"{round_dir}/manifest.json")
-    except FileNotFoundError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    except ConfigError as exc:
-        console.print(f"[red]config error[/red]\n{exc}", highlight=False)
-        raise typer.Exit(2) from None
+STRATEGY_HELP = f"A preference ({', '.join(registered_names('songpref.preferences'))}), joint, or all."
 
 
 def dpo_command(
     round_dir: RoundArg,
-    strategy: Annotated[str, typer.Option("--strategy", "-s", help=f"One of: {', '.join(STRATEGY_NAMES)}, or all.")] = "all",
+    strategy: Annotated[str, typer.Option("--strategy", "-s", help=STRATEGY_HELP)] = "all",
     set_: SetOpt = None,
 ) -> None:
     """Train DPO on a round's pairs of one strategy (dpo/<strategy>/); a killed run resumes from its last checkpoint."""
-    from songpref.cli import run_stages
+    from pipeline.preferences import strategy_names
 
-    if strategy != "all" and strategy not in STRATEGY_NAMES:
-        console.print(f"[red]--strategy {strategy!r}: not a strategy; strategies are: {', '.join(STRATEGY_NAMES)}, all[/red]")
-        raise typer.Exit(2)
-    parts = [f"dpo/{s}" for s in (STRATEGY_NAMES if strategy == "all" else (strategy,))]
+    names = strategy_names()
+    if strategy != "all" and strategy not in names:
+        fail(f"--strategy {strategy!r}: not a strategy; strategies are: {', '.join(names)}, all")
+    parts = [f"dpo/{s}" for s in (names if strategy == "all" else (strategy,))]
     run_stages(round_dir, round_config(round_dir, set_), parts)
 
 
@@ -55,7 +39,6 @@ def sweep_command(
     from alignment.sweep.report import update_readme
     from pipeline.manifest import read_manifest
     from pipeline.store import RoundStore
-    from songpref.cli import run_stages
 
     config = round_config(round_dir, set_)
     run_stages(round_dir, config, ["merge", "sweep"])

@@ -4,7 +4,7 @@ import json
 
 from pipeline.config import RoundConfig
 from pipeline.manifest import open_round
-from pipeline.stages.runner import run_stage_locally
+from flows.stages import run_stage_locally
 from pipeline.store import RoundStore
 
 UPSTREAM = ("lyrics", "conditions", "candidates", "scores/per", "scores/similarity", "reward_model", "scores/reward")

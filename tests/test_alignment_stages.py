@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from pipeline.manifest import read_manifest
-from pipeline.stages.runner import run_stage_locally, stage_class
+from flows.stages import make_stage, run_stage_locally
 from small_round import config
 
 pytestmark = pytest.mark.timeout(900)
@@ -49,10 +49,10 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(round_dir, tmp_path):
     root, store = round_dir
     slow = config({"dpo": {**DPO, "defaults": {**DPO["defaults"], "max_steps": 6}}, "sweep": SWEEP})
     script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-              "from small_round import config\nfrom pipeline.stages.runner import run_stage_locally, stage_class\n"
+              "from small_round import config\nfrom flows.stages import make_stage, run_stage_locally\n"
               "from pipeline.store import RoundStore\n"
               f"run_stage_locally('dpo/prompt', config({json.dumps({'dpo': {**DPO, 'defaults': {**DPO['defaults'], 'max_steps': 6}}, 'sweep': SWEEP})}), RoundStore({str(root)!r}))\n")  # fmt: skip
-    run_dir = root / "dpo/prompt" / f"run-{stage_class('dpo/prompt')(slow, store).plan()[0].key[:16]}"
+    run_dir = root / "dpo/prompt" / f"run-{make_stage('dpo/prompt', slow, store).plan()[0].key[:16]}"
     child = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:

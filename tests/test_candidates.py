@@ -11,7 +11,7 @@ import soundfile
 from pipeline.config import RoundConfig
 from pipeline.digest import derive_seed
 from pipeline.manifest import open_round, read_manifest
-from pipeline.stages.runner import run_stage_locally
+from flows.stages import run_stage_locally
 from pipeline.store import RoundStore
 
 

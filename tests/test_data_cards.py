@@ -20,8 +20,8 @@ from pipeline.config import RoundConfig
 from pipeline.manifest import open_round, update_stage
 from pipeline.stages.base import ShardSpec
 from pipeline.stages.candidates import SCHEMA as CANDIDATES_SCHEMA
-from pipeline.stages.runner import run_stage_locally
-from pipeline.stages.scores import PerStage, SimilarityStage
+from flows.stages import run_stage_locally
+from pipeline.scoring.registry import get_kind
 from pipeline.store import RoundStore
 from songpref.cli_cards import cards_app
 
@@ -33,7 +33,6 @@ CONFIG = {
     "sampling": {"num_candidates": 2},
 }  # fmt: skip
 STAGE_CARDS = ["lyrics", "conditions", "candidates", "scores/per", "scores/similarity", "scores/reward"]
-# reward_model.stage.RewardScoreStage.schema, spelled out: importing that module loads torch (seconds).
 REWARD_SCHEMA = pa.schema([("candidate_id", pa.string()), ("audio_sha256", pa.string()), ("reward", pa.float64()),
                            ("simulated", pa.bool_()), ("error", pa.string())])  # fmt: skip
 PAIR_COLUMNS = {
@@ -74,11 +73,11 @@ def fake_downstream(store: RoundStore, conditions: list[dict]) -> list[dict]:
     per = [{"candidate_id": r["candidate_id"], "audio_sha256": "0" * 64, "transcript": "la la", "language": "en",
             "per": 10.0 * k, "wer": 12.0 * k, "error": None} for k, r in enumerate(scored)]  # fmt: skip
     per += [{"candidate_id": r["candidate_id"], "error": "no audio: render: flite failed"} for r in failed]
-    finish(store, "scores/per", pa.Table.from_pylist(per, schema=PerStage.schema),
+    finish(store, "scores/per", pa.Table.from_pylist(per, schema=get_kind("per").schema),
            {"scored": len(scored), "failed": 1, "scorer": {"backend": "pocketsphinx", "version": "5.1.1", "options": {"lw": 6.5}}})  # fmt: skip
     sim = [{"candidate_id": r["candidate_id"], "audio_sha256": "0" * 64, "similarity": 0.5 + 0.04 * k, "backend": "attributes",
             "details": "{}", "error": None} for k, r in enumerate(scored)]  # fmt: skip
-    finish(store, "scores/similarity", pa.Table.from_pylist(sim, schema=SimilarityStage.schema),
+    finish(store, "scores/similarity", pa.Table.from_pylist(sim, schema=get_kind("similarity").schema),
            {"scored": len(scored), "failed": 0, "scorer": {"backend": "attributes", "version": "attributes-features/1"}})  # fmt: skip
     finish(store, "reward_model", pa.table({"annotator_id": ["a1", "a2"]}),
            {"simulated": True, "rankings": 2, "annotators": 11, "annotators_excluded": 1, "pairs_train": 27, "pairs_test": 9,

@@ -13,19 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from pipeline.pairs import (
-    PAIR_COLUMNS,
-    STRATEGIES,
-    LyricsOptions,
-    MusicalityOptions,
-    PairOptions,
-    PromptOptions,
-    SelectionOptions,
-    assign_split,
-    get_strategy,
-)
+from pipeline.pairs import PAIR_COLUMNS, STRATEGIES, PairOptions, SelectionOptions, assign_split, get_strategy
 from pipeline.pairs.base import load_candidates, seeded_hash
-from pipeline.pairs.prompt import prompt_quantile
+from pipeline.preferences.lyrics import LyricsOptions
+from pipeline.preferences.musicality import MusicalityOptions
+from pipeline.preferences.prompt import PromptOptions, prompt_quantile
 
 NAN = float("nan")
 COLUMN = {"lyrics": "per", "prompt": "similarity", "musicality": "reward"}

@@ -13,8 +13,8 @@ from alignment.tiny_policy import TinyPolicy
 from pipeline.manifest import open_round, read_manifest
 from pipeline.models.tiny.preference_text import TinySongTokenizer
 from pipeline.models.tiny.song_model import CHECKPOINT_DIR
-from pipeline.stages.pairs import DATASET_SCHEMA, dataset_files
-from pipeline.stages.runner import run_stage_locally
+from pipeline.pairs.dataset import dataset_files, dataset_schema
+from flows.stages import run_stage_locally
 from pipeline.store import RoundStore
 from small_round import UPSTREAM, config
 
@@ -31,7 +31,7 @@ def test_every_strategy_writes_a_trl_dataset_with_ids_audio_and_scores(round_dir
         data = load_dataset("parquet", data_files=files, cache_dir=str(root / ".hf"))
         assert counts["status"] == "written" and counts["pairs"] == sum(len(d) for d in data.values()) > 0
         assert counts["train"] == len(data["train"]) and counts["test"] == len(data.get("test", []))
-        assert pq.read_schema(files["train"]).remove_metadata() == DATASET_SCHEMA
+        assert pq.read_schema(files["train"]).remove_metadata() == dataset_schema()
         for row in data["train"]:
             assert row["strategy"] in (strategy, "lyrics", "prompt", "musicality") and row["split"] == "train"
             assert row["chosen"].endswith("</m>") and row["prompt"].startswith("K1 ")

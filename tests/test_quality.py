@@ -22,7 +22,7 @@ from reward_model.quality import (
     krippendorff_alpha,
 )
 from reward_model.quality_report import write_quality_report
-from reward_model.stage import RewardStageOptions
+from reward_model.options import RewardStageOptions
 from test_reward_model import condition, damage
 
 N = np.nan

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.config import RoundConfig
 from pipeline.manifest import open_round, read_manifest
-from pipeline.stages.runner import run_stage_locally, stages_until
+from flows.stages import run_stage_locally, stages_until
 from pipeline.store import RoundStore
 
 BASE = {

@@ -12,7 +12,7 @@ from pipeline.config import RoundConfig
 from pipeline.lyrics.format import validate_lyrics
 from pipeline.manifest import open_round, read_manifest
 from pipeline.stages.lyrics import duplicate_lyric_ids
-from pipeline.stages.runner import run_stage_locally
+from flows.stages import run_stage_locally
 from pipeline.store import RoundStore
 from pipeline.vocab import load_vocabulary
 

@@ -13,7 +13,7 @@ from pipeline.models.base import CandidateRequest, SamplingParams
 from pipeline.models.registry import ModelPluginError, available_models, load_song_model
 from pipeline.models.tiny.pretrain import evaluate_spread
 from pipeline.models.tiny.song_model import CHECKPOINT_DIR, TinyModelError, TinyOptions, TinySongModel, read_tokens
-from pipeline.stages.runner import run_stage_locally
+from flows.stages import run_stage_locally
 from pipeline.store import RoundStore
 
 REPO = Path(__file__).resolve().parents[1]

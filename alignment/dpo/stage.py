@@ -1,4 +1,4 @@
-"""The dpo stage: one DPO run per preference dataset (lyrics, prompt, musicality, joint).
+"""The dpo stage: one DPO run per preference dataset (every registered preference, and joint).
 
 Each strategy is its own part (`dpo/<strategy>`, its own manifest record) with one shard keyed
 by its pairs files, the policy checkpoint and the resolved run options. A run writes:
@@ -9,7 +9,7 @@ by its pairs files, the policy checkpoint and the resolved run options. A run wr
   KL estimate against the reference;
 - the shard's rows: the training log (step, loss, reward accuracy, margins, ...).
 A strategy whose pairs are empty is skipped and says so; options come from the config's `dpo`
-mapping, checked by `DpoStageOptions`.
+section (`alignment.dpo.options.DpoStageOptions`).
 """
 
 from __future__ import annotations
@@ -18,17 +18,16 @@ import shutil
 from pathlib import Path
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from alignment.dpo.trainer import DpoOptions, train_dpo
+from alignment.dpo.options import DpoOptions, DpoStageOptions
+from alignment.dpo.trainer import train_dpo
 from alignment.policy import kl_estimate, load_policy, policy_folder
+from pipeline.conditions import round_conditions
 from pipeline.digest import derive_seed, model_dir_digest
 from pipeline.manifest import read_manifest
 from pipeline.models.tiny.song_model import checkpoint_digest
-from pipeline.pairs import STRATEGIES
+from pipeline.pairs.dataset import dataset_files
 from pipeline.stages.base import ShardSpec, Stage
-from pipeline.stages.pairs import dataset_files
-from pipeline.stages.scores import round_conditions
 
 LOG_SCHEMA = pa.schema([("step", pa.int64()), ("epoch", pa.float64()), ("loss", pa.float64()),
                         ("reward_accuracy", pa.float64()), ("reward_margin", pa.float64()),
@@ -37,44 +36,20 @@ LOG_FIELDS = {"loss": "loss", "reward_accuracy": "rewards/accuracies", "reward_m
               "logps_chosen": "logps/chosen", "logps_rejected": "logps/rejected"}  # fmt: skip
 
 
-class DpoStageOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    strategies: list[str] = Field(default_factory=lambda: list(STRATEGIES), description="Strategies to train, by name.")
-    policy: str | None = Field(None, description="A Hugging Face causal LM folder to align; null: the round's tiny model.")
-    defaults: DpoOptions = Field(default_factory=DpoOptions, description="Run options every strategy starts from.")
-    per_strategy: dict[str, dict] = Field(default_factory=dict, description="Per-strategy overrides of `defaults`.")
-    kl_samples: int = Field(8, ge=0, description="Songs sampled on held-out prompts for the KL estimate (tiny policy).")
-
-    def for_strategy(self, strategy: str) -> DpoOptions:
-        merged = {**self.defaults.model_dump(), **self.per_strategy.get(strategy, {})}
-        try:
-            return DpoOptions.model_validate(merged)
-        except ValidationError as exc:
-            raise ValueError("; ".join(f"dpo.per_strategy.{strategy}.{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                       for e in exc.errors())) from None  # fmt: skip
-
-
-def stage_options(config) -> DpoStageOptions:
-    try:
-        options = DpoStageOptions.model_validate(config.dpo)
-    except ValidationError as exc:
-        raise ValueError("; ".join(f"dpo.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
-    unknown = sorted(set(options.strategies) - set(STRATEGIES)) + sorted(set(options.per_strategy) - set(STRATEGIES))
-    if unknown:
-        raise ValueError(f"dpo: unknown strategy {unknown[0]!r}; known: {', '.join(STRATEGIES)}")
-    return options
-
-
 class DpoStage(Stage):
-    strategy: str
+    """The part `dpo/<strategy>`: one DPO run on that strategy's pairs."""
+
+    def __init__(self, config, store, strategy: str):
+        super().__init__(config, store)
+        self.strategy = strategy
+        self.name = f"dpo/{strategy}"
 
     @property
     def folder(self) -> str:
         return f"dpo/{self.strategy}"
 
     def plan(self) -> list[ShardSpec]:
-        options = stage_options(self.config)
+        options: DpoStageOptions = self.config.dpo
         pairs = read_manifest(self.store)["stages"].get("pairs", {})
         if pairs.get("status") not in ("done", "failed"):
             raise RuntimeError(f"stage 'pairs' must be done first (status: {pairs.get('status', 'not run')})")
@@ -85,7 +60,7 @@ class DpoStage(Stage):
         folder = policy_folder(self.config.model.backend, self.config.model.options, options.policy)
         inputs["policy"] = model_dir_digest(folder) if options.policy else checkpoint_digest(folder)
         run = options.for_strategy(self.strategy).model_dump(mode="json")
-        params = {"run": run, "enabled": self.strategy in options.strategies, "kl_samples": options.kl_samples,
+        params = {"run": run, "enabled": options.trains(self.strategy), "kl_samples": options.kl_samples,
                   "seed": derive_seed(self.config.seed, "dpo", self.strategy) % 2**32}  # fmt: skip
         return [ShardSpec(self.name, 0, inputs, params)]
 
@@ -97,7 +72,7 @@ class DpoStage(Stage):
             return pa.Table.from_pylist([], schema=LOG_SCHEMA), {"status": "skipped", "reason": reason}
         from datasets import load_dataset
 
-        options = stage_options(self.config)
+        options: DpoStageOptions = self.config.dpo
         run_dir = Path(self.store.path(self.folder, f"run-{spec.key[:16]}"))
         files = {s: self.store.path(p) for s, p in dataset_files(self.strategy).items() if s in spec.inputs["pairs"]}
         data = load_dataset("parquet", data_files=files, cache_dir=str(run_dir / "datasets-cache"))
@@ -140,19 +115,3 @@ class DpoStage(Stage):
         tokenizer.save_pretrained(scratch)
         shutil.rmtree(final, ignore_errors=True)
         scratch.rename(final)
-
-
-class DpoLyricsStage(DpoStage):
-    name, strategy = "dpo/lyrics", "lyrics"
-
-
-class DpoPromptStage(DpoStage):
-    name, strategy = "dpo/prompt", "prompt"
-
-
-class DpoMusicalityStage(DpoStage):
-    name, strategy = "dpo/musicality", "musicality"
-
-
-class DpoJointStage(DpoStage):
-    name, strategy = "dpo/joint", "joint"

@@ -1,9 +1,10 @@
-"""Held-out evaluation of a policy checkpoint: sample songs, render them, score them three ways.
+"""Held-out evaluation of a policy checkpoint: sample songs, render them, score them for every preference.
 
 Every policy is asked for the same songs: the same held-out conditions and the same seeds, so
-differences between policies are not differences in luck (common random numbers). Scores come
-from the round's own scorers (PER from its transcriber, its similarity scorer, its reward model),
-so an evaluated song is judged exactly as a candidate was.
+differences between policies are not differences in luck (common random numbers). Each
+preference's metric is its own score, computed by the round's own score kinds (PER from its
+transcriber, its similarity scorer, its reward model, ...), so an evaluated song is judged
+exactly as a candidate was.
 """
 
 from __future__ import annotations
@@ -18,31 +19,34 @@ import pandas as pd
 from pipeline.digest import derive_seed
 from pipeline.models.base import CandidateRequest, SamplingParams
 from pipeline.models.registry import load_song_model
+from pipeline.preferences import preferences
 from pipeline.scoring.base import ScoringItem
-from pipeline.scoring.registry import build_scorer
-from pipeline.stages.scores import score_per, score_similarity
-from reward_model.scorer import RewardScorer
+from pipeline.scoring.items import scoring_item
+from pipeline.scoring.registry import get_kind
 
-METRICS = {"per": False, "similarity": True, "reward": True}  # metric -> higher is better
+
+def metric_directions() -> dict[str, bool]:
+    """Each preference's metric (its score's name) -> whether higher is better, in registry order."""
+    return {p.score: p.higher_is_better for p in preferences().values()}
 
 
 class PolicyEvaluator:
-    """Scores policies on `conditions` x `seeds_per_prompt` songs with the round's scorers."""
+    """Scores policies on `conditions` x `seeds_per_prompt` songs with the round's score kinds."""
 
-    def __init__(self, config, reward_model_dir: Path, conditions: list[dict], seeds_per_prompt: int, seed: int):
+    def __init__(self, config, store, conditions: list[dict], seeds_per_prompt: int, seed: int):
         self.config = config
         self.conditions = sorted(conditions, key=lambda c: c["condition_id"])
         self.seeds = [derive_seed(seed, "evaluate", j) for j in range(seeds_per_prompt)]
-        self.transcriber = build_scorer("transcriber", config.scoring.transcriber)
-        self.similarity = build_scorer("similarity", config.scoring.similarity)
-        self.reward = RewardScorer(reward_model_dir)
+        tables = dict.fromkeys(p.table for p in preferences().values())
+        self.kinds = {table: get_kind(table) for table in tables}
+        self.scorers = {table: kind.load(config, store) for table, kind in self.kinds.items()}
 
     def requests(self) -> list[CandidateRequest]:
         return [CandidateRequest(f"{c['condition_id']}-s{j}", c, seed)
                 for c in self.conditions for j, seed in enumerate(self.seeds)]  # fmt: skip
 
     def evaluate(self, checkpoint: Path, work_dir: Path, keep_audio: bool = False) -> pd.DataFrame:
-        """One row per song: candidate_id, prompt_id, seed, per, similarity, reward, error."""
+        """One row per song: candidate_id, prompt_id, seed, one column per metric, error."""
         options = {**self.config.model.options, "checkpoint": str(checkpoint)}
         model = load_song_model(self.config.model.backend, options)
         s = self.config.sampling
@@ -51,57 +55,49 @@ class PolicyEvaluator:
         requests = self.requests()
         results = model.sample(requests, params, work_dir)
         by_id = {r.candidate_id: r for r in requests}
-        rows, items = [], []
+        rows, songs = [], []
         for result in results:
             request = by_id[result.candidate_id]
             rows.append({"candidate_id": result.candidate_id, "prompt_id": request.condition["condition_id"],
                          "seed": request.seed, "error": result.error})  # fmt: skip
             if result.error is None:
-                items.append(_item(result, request.condition))
-        scores = self._score(items)
+                songs.append((result.candidate_id, {k: Path(v) for k, v in result.audio.items()}, request.condition))
+        scores = self._score(songs)
+        metrics = metric_directions()
         for row in rows:
             row.update(scores.get(row["candidate_id"], {}))
-            if row["error"] is None and any(row.get(m) is None for m in METRICS):
+            if row["error"] is None and any(pd.isna(row.get(m)) for m in metrics):
                 row["error"] = "; ".join(row.pop("errors", []) or ["a score is missing"])
             row.pop("errors", None)
         if not keep_audio:
             shutil.rmtree(work_dir, ignore_errors=True)
         frame = pd.DataFrame(rows)
-        for metric in METRICS:
+        for metric in metrics:
             frame[metric] = pd.to_numeric(frame.get(metric), errors="coerce") if metric in frame else math.nan
-        return frame[["candidate_id", "prompt_id", "seed", *METRICS, "error"]]
+        return frame[["candidate_id", "prompt_id", "seed", *metrics, "error"]]
 
-    def _score(self, items: list[ScoringItem]) -> dict[str, dict]:
-        out = {item.candidate_id: {"errors": []} for item in items}
+    def _score(self, songs: list[tuple[str, dict, dict]]) -> dict[str, dict]:
+        """Candidate id -> {metric: value, errors: [...]}, each table scored once for every preference reading it."""
+        out = {cid: {"errors": []} for cid, _, _ in songs}
         lyrics = sorted({c["lyric"] for c in self.conditions})
-        vocals = [_with_audio(i, i.stems.get("vocals", i.audio_path)) for i in items]  # ASR hears the voice alone
-        tables = {"per": score_per(self.transcriber, vocals, lyrics), "similarity": score_similarity(self.similarity, items),
-                  "reward": self.reward.score(items)}  # fmt: skip
-        for metric, rows in tables.items():
-            for item, row in zip(items, rows):
-                if row.get("error"):
-                    out[item.candidate_id]["errors"].append(f"{metric}: {row['error']}")
-                else:
-                    out[item.candidate_id][metric] = row[metric]
+        for table, kind in self.kinds.items():
+            items: list[ScoringItem] = [scoring_item(cid, stems, condition, kind.stems) for cid, stems, condition in songs]
+            rows = pd.DataFrame(kind.score(self.scorers[table], items, lyrics) if items else [], columns=kind.schema.names)
+            rows["candidate_id"] = [item.candidate_id for item in items]
+            for cid, error in zip(rows["candidate_id"], rows["error"]):
+                if error:
+                    out[cid]["errors"].append(f"{table}: {error}")
+            for preference in (p for p in preferences().values() if p.table == table):
+                for cid, value in zip(rows["candidate_id"], preference.values(rows)):
+                    out[cid][preference.score] = value
         return out
-
-
-def _item(result, condition: dict) -> ScoringItem:
-    tags = {k: condition.get(k) for k in ("gender", "genre", "emotion", "instruments", "bpm", "tempo")}
-    stems = {k: Path(v) for k, v in result.audio.items()}
-    return ScoringItem(result.candidate_id, stems["mix"], condition["lyric"], condition["language"],
-                       condition["description"], tags, stems)  # fmt: skip
-
-
-def _with_audio(item: ScoringItem, path: Path) -> ScoringItem:
-    return ScoringItem(item.candidate_id, Path(path), item.lyric, item.language, item.description, item.tags, item.stems)
 
 
 def summarize(frame: pd.DataFrame, resamples: int = 2000, seed: int = 0) -> dict:
     """Per metric: mean and a 95 % bootstrap interval over the songs scored; failures counted."""
     rng = np.random.default_rng(seed)
     out = {"songs": int(len(frame)), "failed": int(frame["error"].notna().sum())}
-    for metric in METRICS:
+    for metric in metric_directions():
         values = frame[metric].dropna().to_numpy(dtype=float)
         if len(values) == 0:
             out[metric] = {"mean": None, "low": None, "high": None}

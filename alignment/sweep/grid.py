@@ -2,7 +2,7 @@
 
 `sweep(points, evaluate)` evaluates each weight vector (lazily: `evaluate` merges and scores
 one point) and returns the results table; the rest are pure functions of that table. Metrics
-are oriented so that larger is better before any comparison (PER is negated).
+(one per preference) are oriented so that larger is better before any comparison (PER is negated).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from fractions import Fraction
 import numpy as np
 import pandas as pd
 
-from alignment.sweep.evaluate import METRICS
+from alignment.sweep.evaluate import metric_directions
 
 
 def simplex_grid(strategies: list[str], step: float) -> list[dict[str, float]]:
@@ -44,7 +44,7 @@ def sweep(points: dict[str, dict], evaluate: Callable[[str, dict], dict]) -> pd.
     for name, spec in points.items():
         result = evaluate(name, spec)
         row = {"point": name, **{f"w_{k}": v for k, v in spec.get("weights", {}).items()}, "kind": spec["kind"]}
-        for metric in METRICS:
+        for metric in metric_directions():
             stats = result.get(metric) or {}
             row |= {metric: stats.get("mean"), f"{metric}_low": stats.get("low"), f"{metric}_high": stats.get("high")}
         row |= {"songs": result.get("songs"), "failed": result.get("failed")}
@@ -53,8 +53,8 @@ def sweep(points: dict[str, dict], evaluate: Callable[[str, dict], dict]) -> pd.
 
 
 def oriented(frame: pd.DataFrame) -> np.ndarray:
-    """[points, metrics] with larger = better (PER negated)."""
-    return np.stack([frame[m].to_numpy(dtype=float) * (1 if up else -1) for m, up in METRICS.items()], axis=1)
+    """[points, metrics] with larger = better (a lower-is-better metric such as PER negated)."""
+    return np.stack([frame[m].to_numpy(dtype=float) * (1 if up else -1) for m, up in metric_directions().items()], axis=1)
 
 
 def pareto_mask(values: np.ndarray) -> np.ndarray:
@@ -94,6 +94,6 @@ def choose(frame: pd.DataFrame, utility: dict[str, float]) -> tuple[str, np.ndar
     returns its name and every point's utility."""
     values = oriented(frame)
     scaled = normalised(values, np.nanmin(values, axis=0), np.nanmax(values, axis=0))
-    weights = np.array([utility.get(m, 0.0) for m in METRICS])
+    weights = np.array([utility.get(m, 0.0) for m in metric_directions()])
     scores = np.where(np.isfinite(scaled).all(axis=1), scaled @ weights, -np.inf)
     return str(frame["point"].iloc[int(np.argmax(scores))]), scores

@@ -7,19 +7,28 @@ into a README between `<!-- ablation:start -->` and `<!-- ablation:end -->` by `
 from __future__ import annotations
 
 import io
+import itertools
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from alignment.sweep.evaluate import METRICS, summarize
+from alignment.sweep.evaluate import metric_directions, summarize
 from alignment.sweep.grid import choose, hypervolume, oriented, pareto_mask, sweep
+from pipeline.preferences import JOINT, preferences
 
-ABLATION_ROWS = {"w/o DPO": "base", "lyrics only": "lyrics", "prompt only": "prompt",
-                 "musicality only": "musicality", "joint": "joint", "DNI": "dni"}  # fmt: skip
-ARROWS = {"per": "PER ↓", "similarity": "similarity ↑", "reward": "reward ↑"}
 START, END = "<!-- ablation:start -->", "<!-- ablation:end -->"
+
+
+def ablation_rows() -> dict[str, str]:
+    """The paper's rows: label -> sweep point (a preference's name stands for its simplex vertex)."""
+    return {"w/o DPO": "base", **{f"{name} only": name for name in preferences()}, "joint": JOINT, "DNI": "dni"}
+
+
+def metric_labels() -> dict[str, str]:
+    """Metric -> its column head with direction ("PER ↓")."""
+    return {p.score: p.metric_label for p in preferences().values()}
 
 
 def write_sweep_report(store, points: dict, songs: dict[str, pd.DataFrame], options) -> dict:
@@ -51,14 +60,15 @@ def write_sweep_report(store, points: dict, songs: dict[str, pd.DataFrame], opti
 def ablation_table(frame: pd.DataFrame, axes: list[str]) -> str:
     """Markdown: the paper's ablation rows, mean [95 % interval] per metric."""
     by_name = frame.set_index("point")
-    lines = ["| model | " + " | ".join(ARROWS[m] for m in METRICS) + " |", "|---|" + "---|" * len(METRICS)]
-    for label, key in ABLATION_ROWS.items():
+    metrics, labels = list(metric_directions()), metric_labels()
+    lines = ["| model | " + " | ".join(labels[m] for m in metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for label, key in ablation_rows().items():
         name = key if key in by_name.index else _vertex(by_name, axes, key)
         if name is None:
-            lines.append(f"| {label} | " + " | ".join("not trained" for _ in METRICS) + " |")
+            lines.append(f"| {label} | " + " | ".join("not trained" for _ in metrics) + " |")
             continue
         row = by_name.loc[name]
-        cells = [f"{row[m]:.3g} [{row[f'{m}_low']:.3g}, {row[f'{m}_high']:.3g}]" if pd.notna(row[m]) else "—" for m in METRICS]
+        cells = [f"{row[m]:.3g} [{row[f'{m}_low']:.3g}, {row[f'{m}_high']:.3g}]" if pd.notna(row[m]) else "—" for m in metrics]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -82,7 +92,7 @@ def _vertex(by_name: pd.DataFrame, axes: list[str], strategy: str) -> str | None
 
 
 def _report(frame: pd.DataFrame, table: str, chosen: str, volume: float, options) -> str:
-    shown = frame[["point", "kind", *METRICS, "pareto", "utility", "songs", "failed"]].copy()
+    shown = frame[["point", "kind", *metric_directions(), "pareto", "utility", "songs", "failed"]].copy()
     lines = ["# Interpolation sweep", "",
              f"Points: {len(frame)} (grid step {options.step}, form {options.form}); songs per point: "
              f"{options.prompts} held-out prompts x {options.seeds} seeds, the same for every point.",
@@ -92,23 +102,20 @@ def _report(frame: pd.DataFrame, table: str, chosen: str, volume: float, options
              "## Ablation", "", table, "",
              "Mean over the songs scored, [95 % bootstrap interval over those songs].", "",
              "## Every point", "", _markdown(shown), "", "![Pareto fronts](pareto.png)"]  # fmt: skip
-    if "w_musicality" in frame.columns:
+    if len([c for c in frame.columns if c.startswith("w_")]) == 3:
         lines.append("![Simplex](simplex.png)")
     return "\n".join(lines) + "\n"
 
 
 def _round_report(store, table: str, chosen: str) -> str:
     """The round's summary: every stage's status, rows and time, then the ablation."""
-    from pipeline.config import STAGES
     from pipeline.manifest import read_manifest
-    from pipeline.stages.runner import stage_parts
 
     manifest = read_manifest(store)
     lines = [f"# Round {manifest['config']['name']}", "",
              f"Config hash {manifest['config_hash'][:12]}, seed {manifest['seed']}, git {str(manifest.get('git_sha'))[:12]}.", "",
              "| stage | status | rows | seconds |", "|---|---|---|---|"]  # fmt: skip
-    for name in (part for stage in STAGES for part in stage_parts(stage) if part in manifest["stages"]):
-        record = manifest["stages"][name]
+    for name, record in manifest["stages"].items():  # the manifest keeps them in stage order
         lines.append(f"| {name} | {record.get('status')} | {record.get('rows', '')} | {record.get('seconds', '')} |")
     lines += ["", "## Ablation (held-out prompts)", "", table, "", f"Chosen DNI point: **{chosen}** (see sweep/report.md)."]
     return "\n".join(lines) + "\n"
@@ -136,8 +143,10 @@ def _pareto_png(frame: pd.DataFrame) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pairs = [("per", "similarity"), ("per", "reward"), ("similarity", "reward")]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    labels = metric_labels()
+    pairs = list(itertools.combinations(labels, 2))
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.4 * len(pairs), 4), squeeze=False)
+    axes = axes[0]
     for ax, (x, y) in zip(axes, pairs):
         for kind, marker in (("grid", "o"), ("named", "*"), ("base", "s"), ("joint", "D")):
             part = frame[frame["kind"] == kind]
@@ -145,8 +154,8 @@ def _pareto_png(frame: pd.DataFrame) -> bytes:
                        edgecolors=["red" if p else "none" for p in part["pareto"]])  # fmt: skip
             for _, row in part[part["kind"] != "grid"].iterrows():
                 ax.annotate(row["point"], (row[x], row[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set_xlabel(ARROWS[x])
-        ax.set_ylabel(ARROWS[y])
+        ax.set_xlabel(labels[x])
+        ax.set_ylabel(labels[y])
     axes[0].legend(fontsize=7, title="red edge: Pareto front", title_fontsize=7)
     fig.tight_layout()
     return _png(fig)

@@ -38,7 +38,8 @@ class OpenAIOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backend: Literal["openai"] = Field(description="Selects this backend.")
-    base_url: str = Field(description="The API root, e.g. http://127.0.0.1:8000/v1; /chat/completions is appended.")
+    base_url: str = Field(description="The API root, e.g. http://127.0.0.1:8000/v1; /chat/completions is appended.",
+                          json_schema_extra={"needs": "endpoint"})
     model: str = Field(description="The model name the server expects in the request.")
     api_key_env: str = Field(
         "OPENAI_API_KEY", description="Environment variable holding the API key, read at run time; unset = no key sent."

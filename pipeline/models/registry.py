@@ -23,12 +23,20 @@ def available_models() -> list[str]:
     return sorted(ep.name for ep in entry_points(group=GROUP))
 
 
-def load_song_model(name: str, options: dict) -> SongModel:
-    """The plugin `name` built from `options` (the config's model.options); errors name the key."""
+def song_model_class(name: str) -> type[SongModel]:
+    """The plugin class called `name`; LookupError when none is installed under that name."""
     found = [ep for ep in entry_points(group=GROUP) if ep.name == name]
     if not found:
-        raise ModelPluginError(f"model.backend: no song model {name!r}; installed: {', '.join(available_models()) or 'none'}")
-    cls = found[0].load()
+        raise LookupError(name)
+    return found[0].load()
+
+
+def load_song_model(name: str, options: dict) -> SongModel:
+    """The plugin `name` built from `options` (the config's model.options); errors name the key."""
+    try:
+        cls = song_model_class(name)
+    except LookupError:
+        raise ModelPluginError(f"model.backend: no song model {name!r}; installed: {', '.join(available_models()) or 'none'}") from None
     try:
         parsed = cls.options_class.model_validate(options)
     except ValidationError as exc:

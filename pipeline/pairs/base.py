@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.pairs.options import PairOptions
+from pipeline.preferences.base import Preference
+
 
 ID_COLUMNS = ("candidate_id", "prompt_id", "genre", "language")
 PAIR_COLUMNS = ("prompt_id", "chosen_id", "rejected_id", "strategy", "chosen_score", "rejected_score",
@@ -100,16 +100,6 @@ class PairSet:
                        self.chosen_score[index], self.rejected_score[index])
 
 
-@dataclass(frozen=True)
-class Strategy:
-    """A strategy's identity: its name, the score it reads, its direction and its pair rule."""
-
-    name: str
-    column: str
-    higher_is_better: bool
-    rule: Callable[[Candidates, PairSet, PairOptions], np.ndarray]  # -> bool mask over the pairs
-
-
 def _string_column(frame: pd.DataFrame, column: str) -> pd.Series:
     series = frame[column]
     if series.isna().any():
@@ -165,15 +155,15 @@ def load_candidates(candidates: pd.DataFrame | pa.Table, strategy: str, score_co
                       per_prompt["genre"], per_prompt["language"], scores)
 
 
-def enumerate_pairs(cands: Candidates, strategy: Strategy) -> tuple[PairSet, dict]:
+def enumerate_pairs(cands: Candidates, preference: Preference) -> tuple[PairSet, dict]:
     """Every within-prompt pair of usable candidates with different scores, better one as chosen.
 
     Non-finite scores (NaN, inf) are excluded and counted. Equal scores never make a pair: there
     is no preference to learn from a tie, whatever the threshold (counted as `tied_pairs`).
     """
-    score = cands.scores[strategy.column]
+    score = cands.scores[preference.score]
     usable = np.flatnonzero(np.isfinite(score))
-    key = -score[usable] if strategy.higher_is_better else score[usable]  # ascending key = better first
+    key = -score[usable] if preference.higher_is_better else score[usable]  # ascending key = better first
     order = order_by(cands.prompt[usable], key)
     members, key = usable[order], key[order]
     group = cands.prompt[members]

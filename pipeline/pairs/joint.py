@@ -1,8 +1,8 @@
-"""Joint: the union of the lyrics, prompt and musicality datasets, for one DPO run on all three.
+"""Joint: the union of every registered preference's dataset, for one DPO run on all of them.
 
 Each part is built exactly as on its own (its rule, then the selection rules, so caps hold per
 strategy, not over the union). A (chosen, rejected) pair found by several strategies is kept once,
-labelled with the first in `JOINT_ORDER`; the `strategy` column says where each pair came from and
+labelled with the first in registry order; the `strategy` column says where each pair came from and
 `chosen_score`/`rejected_score`/`gap` are in that strategy's units. Opposite pairs (A over B by one
 score, B over A by another) are both kept, as the paper's union does, and counted as `contradicting_pairs`.
 """
@@ -14,20 +14,17 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline.pairs.base import PairSet, load_candidates, order_by, to_frame
-from pipeline.pairs.lyrics import LYRICS
-from pipeline.pairs.musicality import MUSICALITY
 from pipeline.pairs.options import PairOptions
-from pipeline.pairs.prompt import PROMPT
 from pipeline.pairs.selection import split_counts, strategy_pairs
-
-JOINT_ORDER = (LYRICS, PROMPT, MUSICALITY)
+from pipeline.preferences import JOINT, preferences
 
 
 def joint_pairs(candidates: pd.DataFrame | pa.Table, options: PairOptions, rng_seed: int) -> tuple[pd.DataFrame, dict]:
-    """Union of the three strategies' pairs and the counts: per part under `strategies`, then the union's."""
-    cands = load_candidates(candidates, "joint", tuple(s.column for s in JOINT_ORDER))
+    """Union of every preference's pairs and the counts: per part under `strategies`, then the union's."""
+    order = list(preferences().values())
+    cands = load_candidates(candidates, JOINT, tuple(p.score for p in order))
     parts, tests, stats = [], [], {}
-    for strategy in JOINT_ORDER:
+    for strategy in order:
         pairs, is_test, part_stats = strategy_pairs(cands, strategy, options, rng_seed)
         parts.append(pairs)
         tests.append(is_test)
@@ -44,9 +41,9 @@ def joint_pairs(candidates: pd.DataFrame | pa.Table, options: PairOptions, rng_s
     union, origin, is_test, key = union.take(first), origin[first], is_test[first], key[first]
     reverse = union.rejected.astype(np.int64) * len(cands) + union.chosen
 
-    names = np.array([s.name for s in JOINT_ORDER], dtype=object)
+    names = np.array([p.name for p in order], dtype=object)
     summary = {
-        "strategy": "joint",
+        "strategy": JOINT,
         "candidates_in": len(cands),
         "prompts_in": len(cands.prompt_ids),
         "strategies": stats,

@@ -1,56 +1,20 @@
-"""Options for the pair strategies and the selection rules that follow them.
+"""Options of the pairs stage: each preference's rule options, and the selection rules after them.
 
-One `PairOptions` tree holds every strategy's thresholds and the shared selection rules, so each
-strategy function has the same signature `(candidates, options, rng_seed)` and the joint strategy
-sees exactly the settings its three parts would. Defaults follow the LeVo paper where it gives a
-number (the 40-point PER gap) and the project's earlier `PairsConfig` otherwise.
+`PairOptions` holds one section per registered preference (its own options class, e.g.
+`pairs.lyrics.per_gap`) beside `selection` and `hub`, so every strategy function has the same
+signature `(candidates, options, rng_seed)` and the joint strategy sees exactly the settings its
+parts would. Defaults follow the LeVo paper where it gives a number (the 40-point PER gap).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from pydantic import BaseModel, ConfigDict, Field
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pipeline.sections import RegisteredSection, SectionEntry
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class LyricsOptions(_Strict):
-    per_gap: float = Field(
-        40.0, ge=0,
-        description="A pair needs rejected PER minus chosen PER (both x100) strictly above this (the paper: 40).",
-    )
-    max_chosen_per: float | None = Field(
-        None, ge=0,
-        description="If set, the chosen candidate's PER (x100) must be at most this; None: no ceiling.",
-    )
-
-
-class PromptOptions(_Strict):
-    thresholds: Literal["absolute", "quantile"] = Field(
-        "absolute",
-        description="'absolute': upper/lower are similarity values; 'quantile': they are quantile levels in "
-        "[0, 1] of each prompt's own similarities (linear interpolation), for scorers whose scale drifts by prompt.",
-    )
-    upper: float = Field(0.6, description="The chosen candidate's similarity must be at least this (or this quantile).")
-    lower: float = Field(0.4, description="The rejected candidate's similarity must be at most this (or this quantile).")
-    min_gap: float = Field(0.1, ge=0, description="Chosen minus rejected similarity must be at least this (similarity units).")
-
-    @model_validator(mode="after")
-    def _ordered(self):
-        if self.lower > self.upper:
-            raise ValueError(f"prompt.lower ({self.lower}) must not exceed prompt.upper ({self.upper})")
-        if self.thresholds == "quantile" and not (0.0 <= self.lower <= 1.0 and 0.0 <= self.upper <= 1.0):
-            raise ValueError("prompt.upper and prompt.lower are quantile levels when thresholds='quantile': use 0..1")
-        return self
-
-
-class MusicalityOptions(_Strict):
-    reward_margin: float = Field(
-        1.0, ge=0, description="Chosen minus rejected reward-model score must be at least this."
-    )
 
 
 class SelectionOptions(_Strict):
@@ -82,9 +46,19 @@ class HubOptions(_Strict):
     token_env: str = Field("HF_TOKEN", description="Environment variable holding the Hub token (never logged).")
 
 
-class PairOptions(_Strict):
-    lyrics: LyricsOptions = Field(default_factory=LyricsOptions, description="The lyrics (PER) strategy.")
-    prompt: PromptOptions = Field(default_factory=PromptOptions, description="The prompt (similarity) strategy.")
-    musicality: MusicalityOptions = Field(default_factory=MusicalityOptions, description="The musicality (reward) strategy.")
+class PairOptions(RegisteredSection):
+    """One section per registered preference (its rule options), then `selection` and `hub`."""
+
     selection: SelectionOptions = Field(default_factory=SelectionOptions, description="Rules applied after every strategy.")
     hub: HubOptions = Field(default_factory=HubOptions, description="Publishing the datasets to the Hugging Face Hub.")
+
+    @classmethod
+    def registered_entries(cls) -> dict[str, SectionEntry]:
+        from pipeline.preferences import preferences
+
+        return {name: SectionEntry(p.options_class, p.options_class, f"The {name} preference's pair rule: {p.card}")
+                for name, p in preferences().items()}  # fmt: skip
+
+    def rule_options(self, preference: str):
+        """The rule options of one preference."""
+        return getattr(self, preference)

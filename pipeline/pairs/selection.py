@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.pairs.base import (Candidates, PairSet, Strategy, enumerate_pairs, load_candidates, order_by,
-                                 seeded_hash, to_frame)
+from pipeline.pairs.base import Candidates, PairSet, enumerate_pairs, load_candidates, order_by, seeded_hash, to_frame
 from pipeline.pairs.options import PairOptions, SelectionOptions
+from pipeline.preferences.base import Preference
 
 SPLITS = ("train", "test")
 
@@ -136,19 +136,19 @@ def split_counts(cands: Candidates, pairs: PairSet, is_test: np.ndarray) -> dict
             for name, flag in zip(SPLITS, (False, True))}
 
 
-def strategy_pairs(cands: Candidates, strategy: Strategy, options: PairOptions, seed: int
+def strategy_pairs(cands: Candidates, preference: Preference, options: PairOptions, seed: int
                    ) -> tuple[PairSet, np.ndarray, dict]:
-    """Enumerate, apply the strategy's rule, then the selection rules; arrays plus the counts."""
-    pairs, stats = enumerate_pairs(cands, strategy)
-    pairs = pairs.take(np.flatnonzero(strategy.rule(cands, pairs, options)))
+    """Enumerate, apply the preference's rule, then the selection rules; arrays plus the counts."""
+    pairs, stats = enumerate_pairs(cands, preference)
+    pairs = pairs.take(np.flatnonzero(preference.rule(cands, pairs, options.rule_options(preference.name))))
     stats["pairs_before_selection"] = len(pairs)
     pairs, is_test, selected = select(cands, pairs, options.selection, seed)
-    return pairs, is_test, {"strategy": strategy.name, **stats, **selected}
+    return pairs, is_test, {"strategy": preference.name, **stats, **selected}
 
 
-def run_strategy(strategy: Strategy, candidates: pd.DataFrame | pa.Table, options: PairOptions, rng_seed: int
-                 ) -> tuple[pd.DataFrame, dict]:
-    """The body of every single-score strategy: checked input in, (pairs table, counts) out."""
-    cands = load_candidates(candidates, strategy.name, (strategy.column,))
-    pairs, is_test, stats = strategy_pairs(cands, strategy, options, rng_seed)
-    return to_frame(cands, pairs, np.full(len(pairs), strategy.name, dtype=object), is_test), stats
+def preference_pairs(preference: Preference, candidates: pd.DataFrame | pa.Table, options: PairOptions, rng_seed: int
+                     ) -> tuple[pd.DataFrame, dict]:
+    """One preference's strategy: checked input in, (pairs table, counts) out."""
+    cands = load_candidates(candidates, preference.name, (preference.score,))
+    pairs, is_test, stats = strategy_pairs(cands, preference, options, rng_seed)
+    return to_frame(cands, pairs, np.full(len(pairs), preference.name, dtype=object), is_test), stats

@@ -1,4 +1,8 @@
-"""Scorer backends by name: one registry line per backend, imported only when chosen."""
+"""Scorer kinds by name (entry-point group `songpref.scorers`) and their backends by name.
+
+A kind lists its own backends (`ScoreKind.backends`: name -> "module:Class"), imported only when
+chosen; one instance per process and options, so models load once however many shards run.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +10,36 @@ import importlib
 from functools import lru_cache
 
 from pipeline.digest import canonical_json
+from pipeline.registry import PluginError, registered
+from pipeline.scoring.kind import ScoreKind
 
-TRANSCRIBERS = {
-    "pocketsphinx": "pipeline.scoring.pocketsphinx_asr:PocketsphinxTranscriber",
-    "whisper": "pipeline.scoring.whisper_asr:WhisperTranscriber",
-}
-SIMILARITY = {
-    "attributes": "pipeline.scoring.attributes:AttributesScorer",
-    "muq-mulan": "pipeline.scoring.mulan:MulanScorer",
-    "clap": "pipeline.scoring.clap:ClapScorer",
-}
+GROUP = "songpref.scorers"
 
 
-def _load(path: str):
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
+def score_kinds() -> dict[str, ScoreKind]:
+    """Every registered kind by name, in registry order."""
+    found = registered(GROUP)
+    for name, kind in found.items():
+        if not isinstance(kind, ScoreKind) or kind.name != name:
+            raise PluginError(f"{GROUP}: entry point {name!r} must be a ScoreKind named {name!r}")
+    return found  # type: ignore[return-value]
+
+
+def get_kind(name: str) -> ScoreKind:
+    try:
+        return score_kinds()[name]
+    except KeyError:
+        raise ValueError(f"unknown score kind {name!r}; known: {', '.join(score_kinds())}") from None
+
+
+def build_backend(backends: dict[str, str], options):
+    """The backend `options.backend` of a kind, built from `options` (cached per process)."""
+    if options.backend not in backends:
+        raise ValueError(f"unknown backend {options.backend!r}; known: {', '.join(backends)}")
+    return _build(backends[options.backend], canonical_json(options.model_dump(mode="json")), type(options))
 
 
 @lru_cache(maxsize=4)
-def _build(kind: str, backend: str, options_json: str, options_type):
-    table = TRANSCRIBERS if kind == "transcriber" else SIMILARITY
-    return _load(table[backend])(options_type.model_validate_json(options_json))
-
-
-def build_scorer(kind: str, options):
-    """The scorer for a config section (`scoring.transcriber` or `scoring.similarity`); one
-    instance per process and options, so models load once however many shards run."""
-    return _build(kind, options.backend, canonical_json(options.model_dump(mode="json")), type(options))
+def _build(path: str, options_json: str, options_type):
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)(options_type.model_validate_json(options_json))

@@ -41,7 +41,8 @@ class WhisperOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backend: Literal["whisper"] = Field("whisper", description="Selects this transcriber.")
-    checkpoint: str = Field(..., description="An official model name (e.g. 'large-v3') or a local .pt checkpoint.")
+    checkpoint: str = Field(..., description="An official model name (e.g. 'large-v3') or a local .pt checkpoint.",
+                            json_schema_extra={"needs": "model"})
     download_root: str | None = Field(None, description="Where official models are cached; None = whisper's default.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' = cuda when available, else cpu.")
     fp16: bool | None = Field(None, description="Half-precision inference; None = on for cuda, off for cpu.")

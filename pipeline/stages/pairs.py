@@ -1,12 +1,12 @@
 """The pairs stage: scored candidates -> one preference dataset per strategy, ready for TRL.
 
-One shard per strategy (lyrics, prompt, musicality, joint), keyed by the score tables that
+One shard per strategy (every registered preference, then joint), keyed by the score tables that
 strategy reads, the candidates, the pair options, the seed and the song model. A shard does
 two things:
 - its Parquet shard (`pairs/shard-*.parquet`, the stage's bookkeeping) holds the selected
   pairs: ids, scores, gap, genre, language, split;
-- the dataset itself goes to `pairs/<strategy>/data/{train,test}-00000-of-00001.parquet`, a
-  Hugging Face Parquet dataset with TRL DPOTrainer's columns `prompt`, `chosen`, `rejected`
+- the dataset itself goes to `pairs/<strategy>/data/{train,test}-00000-of-00001.parquet`
+  (`pipeline.pairs.dataset`), with TRL DPOTrainer's columns `prompt`, `chosen`, `rejected`
   (the song model's text of the condition and of each song; for the tiny policy its token
   sequences), plus both candidates' ids, audio URIs and every score, and `strategy`.
 An empty pair set is reported (status "empty" in the manifest, with the counts that explain
@@ -22,39 +22,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.conditions import round_conditions
 from pipeline.manifest import read_manifest
 from pipeline.models.registry import load_song_model
 from pipeline.pairs import STRATEGIES, get_strategy
+from pipeline.pairs.dataset import INDEX_SCHEMA, dataset_files, dataset_schema, score_names
+from pipeline.preferences import JOINT, Preference, preferences
 from pipeline.stages.base import ShardSpec, Stage
-from pipeline.stages.scores import round_conditions
-
-# The score tables each strategy reads: (stage, column) pairs.
-SCORES = {"per": ("scores/per", "per"), "similarity": ("scores/similarity", "similarity"),
-          "reward": ("scores/reward", "reward")}  # fmt: skip
-NEEDS = {"lyrics": ("per",), "prompt": ("similarity",), "musicality": ("reward",), "joint": ("per", "similarity", "reward")}
-SPLITS = ("train", "test")
-PAIR_IDS = [("prompt_id", pa.string()), ("chosen_id", pa.string()), ("rejected_id", pa.string())]
-PAIR_FACTS = [("strategy", pa.string()), ("chosen_score", pa.float64()), ("rejected_score", pa.float64()),
-              ("gap", pa.float64()), ("genre", pa.string()), ("language", pa.string()), ("split", pa.string())]  # fmt: skip
-# The stage's own shard: the selected pairs. The published dataset adds TRL's columns, audio and every score.
-INDEX_SCHEMA = pa.schema([*PAIR_IDS, *PAIR_FACTS])
-DATASET_SCHEMA = pa.schema(
-    [
-        ("prompt", pa.string()),
-        ("chosen", pa.string()),
-        ("rejected", pa.string()),
-        *PAIR_IDS,
-        ("chosen_audio_uri", pa.string()),
-        ("rejected_audio_uri", pa.string()),
-        *[(f"{side}_{score}", pa.float64()) for score in SCORES for side in ("chosen", "rejected")],
-        *PAIR_FACTS,
-    ]
-)
 
 
-def dataset_files(strategy: str) -> dict[str, str]:
-    """Split -> the dataset file of a strategy, relative to the round."""
-    return {split: f"pairs/{strategy}/data/{split}-00000-of-00001.parquet" for split in SPLITS}
+def strategy_parts(strategy: str) -> list[Preference]:
+    """The preferences a strategy is made of: itself, or every preference for joint."""
+    return list(preferences().values()) if strategy == JOINT else [preferences()[strategy]]
 
 
 class PairsStage(Stage):
@@ -70,9 +49,9 @@ class PairsStage(Stage):
         specs = []
         for index, strategy in enumerate(STRATEGIES):
             # keyed by the options this strategy reads only: a new PER gap leaves prompt pairs alone
-            read = ("lyrics", "prompt", "musicality") if strategy == "joint" else (strategy,)
-            params["options"] = {k: options[k] for k in (*read, "selection")}
-            tables = {SCORES[s][0]: stages.get(SCORES[s][0], {}) for s in NEEDS[strategy]}
+            parts = strategy_parts(strategy)
+            params["options"] = {k: options[k] for k in (*(p.name for p in parts), "selection")}
+            tables = {p.stage: stages.get(p.stage, {}) for p in parts}
             inputs = {"candidates": candidates["outputs"]}
             inputs |= {name: rec.get("outputs") if rec.get("status") == "done" else None for name, rec in tables.items()}
             specs.append(ShardSpec(self.name, index, inputs, {**params, "strategy": strategy}))
@@ -84,7 +63,7 @@ class PairsStage(Stage):
         if missing:
             raise ValueError(f"pairs/{strategy}: needs {', '.join(missing)}, which is not done; run its stage first")
         conditions = round_conditions(self.store)
-        scored, lookup = self.scored_candidates(NEEDS[strategy], conditions)
+        scored, lookup = self.scored_candidates([p.score for p in strategy_parts(strategy)], conditions)
         pairs, stats = get_strategy(strategy)(scored, self.config.pairs, self.config.seed)
         for split, path in dataset_files(strategy).items():  # a dataset of an earlier config must not linger
             if self.store.exists(path):
@@ -122,7 +101,7 @@ class PairsStage(Stage):
         data = load_dataset("parquet", data_files=files)
         data.push_to_hub(hub.repo_id, config_name=strategy, private=hub.private, token=token)
 
-    def scored_candidates(self, needed: tuple[str, ...], conditions: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def scored_candidates(self, needed: list[str], conditions: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(the strategy's input: candidate_id, prompt_id, genre, language and its score columns,
         a failed score as NaN; every candidate's row with tokens, audio and all scores)."""
         stages = read_manifest(self.store)["stages"]
@@ -131,14 +110,15 @@ class PairsStage(Stage):
         cands = cands[cands["error"].isna()].rename(columns={"condition_id": "prompt_id"})
         cands["genre"] = cands["prompt_id"].map(lambda c: conditions[c].get("genre") or "")
         cands["language"] = cands["prompt_id"].map(lambda c: conditions[c].get("language") or "")
-        for score, (stage, column) in SCORES.items():
+        for preference in preferences().values():
+            stage = preference.stage
             if stages.get(stage, {}).get("status") != "done":
-                cands[score] = math.nan
+                cands[preference.score] = math.nan
                 continue
-            table = pd.concat([self.store.read_table(p, ["candidate_id", column, "error"]).to_pandas()
+            table = pd.concat([self.store.read_table(p, ["candidate_id", preference.column, "error"]).to_pandas()
                                for p in _outputs(stages, stage)], ignore_index=True)  # fmt: skip
-            values = table.set_index("candidate_id")[column].where(table.set_index("candidate_id")["error"].isna())
-            cands[score] = cands["candidate_id"].map(values).astype(float)
+            values = pd.Series(preference.values(table).to_numpy(), index=table["candidate_id"])
+            cands[preference.score] = cands["candidate_id"].map(values).astype(float)
         columns = ["candidate_id", "prompt_id", "genre", "language", *needed]
         return cands[columns].reset_index(drop=True), cands.set_index("candidate_id")
 
@@ -160,10 +140,11 @@ class PairsStage(Stage):
         for side in ("chosen", "rejected"):
             ids = pairs[f"{side}_id"]
             out[f"{side}_audio_uri"] = ids.map(lookup["mix_uri"])
-            for score in SCORES:
+            for score in score_names():
                 out[f"{side}_{score}"] = ids.map(lookup[score]) if score in lookup else math.nan
         frame = pairs.assign(**out)
-        return pa.Table.from_pandas(frame[list(DATASET_SCHEMA.names)], schema=DATASET_SCHEMA, preserve_index=False)
+        schema = dataset_schema()
+        return pa.Table.from_pandas(frame[list(schema.names)], schema=schema, preserve_index=False)
 
 
 def _outputs(stages: dict, stage: str) -> list[str]:
@@ -193,12 +174,8 @@ def _counts(pairs: pd.DataFrame, stats: dict) -> dict:
 
 def rule_text(strategy: str, options) -> str:
     """One line saying which pairs the strategy keeps, with the thresholds in force."""
-    lyr, pr, mu, sel = options.lyrics, options.prompt, options.musicality, options.selection
-    rules = {
-        "lyrics": f"PER gap > {lyr.per_gap}" + (f", chosen PER <= {lyr.max_chosen_per}" if lyr.max_chosen_per is not None else ""),
-        "prompt": f"similarity ({pr.thresholds}) chosen >= {pr.upper}, rejected <= {pr.lower}, gap >= {pr.min_gap}",
-        "musicality": f"reward margin >= {mu.reward_margin}",
-    }
-    rules["joint"] = "union of: " + "; ".join(rules[s] for s in ("lyrics", "prompt", "musicality"))
-    return (f"{rules[strategy]}; at most {sel.max_pairs_per_prompt} pairs per prompt, "
+    rules = [p.describe_rule(options.rule_options(p.name)) for p in strategy_parts(strategy)]
+    rule = "union of: " + "; ".join(rules) if strategy == JOINT else rules[0]
+    sel = options.selection
+    return (f"{rule}; at most {sel.max_pairs_per_prompt} pairs per prompt, "
             f"each candidate in at most {sel.max_uses_per_candidate}")  # fmt: skip

@@ -1,0 +1,134 @@
+"""What DPO trains: one run's options (`DpoOptions`, mapped onto TRL's DPOConfig and PEFT's
+LoraConfig) and the dpo stage's section of the round config (`DpoStageOptions`).
+
+Importable without torch or TRL, so a config is checked whole before any work starts. Options
+of a run come from, in order: `defaults`, the preference's own `dpo_defaults` (its module),
+then `per_strategy.<name>`; every key of an override is checked like the defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_serializer
+
+from pipeline.preferences import JOINT, preferences, strategy_names
+
+
+class LoraOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(8, ge=1, description="LoRA rank.")
+    alpha: int = Field(16, ge=1, description="LoRA alpha (the update is scaled by alpha / r).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], description="Module names that get adapters."
+    )
+
+
+class DpoOptions(BaseModel):
+    """One DPO run. Every field maps onto TRL's DPOConfig (named alongside) or PEFT's LoraConfig."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    beta: float = Field(0.1, gt=0, description="DPOConfig.beta: strength of the pull towards the reference.")
+    loss_type: list[str] = Field(default_factory=lambda: ["sigmoid"], description="DPOConfig.loss_type (TRL's names).")
+    learning_rate: float = Field(5e-5, gt=0, description="DPOConfig.learning_rate.")
+    epochs: float = Field(1.0, gt=0, description="DPOConfig.num_train_epochs.")
+    max_steps: int = Field(-1, description="DPOConfig.max_steps; -1: as many as `epochs` give.")
+    batch_size: int = Field(4, ge=1, description="Pairs per device and step (DPOConfig.per_device_train_batch_size).")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="DPOConfig.gradient_accumulation_steps.")
+    warmup_steps: int = Field(0, ge=0, description="DPOConfig.warmup_steps.")
+    lora: LoraOptions | None = Field(None, description="Train a LoRA adapter instead of every weight; null: full fine-tuning.")
+    precompute_ref_log_probs: bool = Field(
+        True, description="DPOConfig.precompute_ref_log_probs: score every pair with the reference once, before training."
+    )
+    max_length: int | None = Field(
+        None, description="DPOConfig.max_length; null: no truncation (a truncated tiny song cannot be scored)."
+    )
+    save_steps: int = Field(10, ge=1, description="Checkpoint every this many steps (a killed run resumes from the last).")
+    logging_steps: int = Field(1, ge=1, description="DPOConfig.logging_steps.")
+    report_to: list[str] = Field(default_factory=lambda: ["none"], description="DPOConfig.report_to (tensorboard, wandb, ...).")
+    gradient_checkpointing: bool = Field(
+        False, description="DPOConfig.gradient_checkpointing (TRL's default is on; the tiny policy does not support it)."
+    )
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; null: torch's default.")
+    device: Literal["auto", "cpu"] = Field("auto", description="'cpu' forces the CPU even where a GPU is present.")
+
+    def dpo_config(self, output_dir: Path, seed: int):
+        import torch
+        from trl import DPOConfig
+
+        return DPOConfig(
+            output_dir=str(output_dir), seed=seed, data_seed=seed, beta=self.beta, loss_type=self.loss_type,
+            learning_rate=self.learning_rate, num_train_epochs=self.epochs, max_steps=self.max_steps,
+            per_device_train_batch_size=self.batch_size, per_device_eval_batch_size=self.batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps, warmup_steps=self.warmup_steps,
+            precompute_ref_log_probs=self.precompute_ref_log_probs, max_length=self.max_length,
+            save_strategy="steps", save_steps=self.save_steps, save_total_limit=2, logging_steps=self.logging_steps,
+            report_to=self.report_to, bf16=False, fp16=False, use_cpu=self.device == "cpu" or not torch.cuda.is_available(),
+            dataloader_num_workers=0, disable_tqdm=False, eval_strategy="no", save_only_model=False,
+            gradient_checkpointing=self.gradient_checkpointing,
+        )  # fmt: skip
+
+    def peft_config(self):
+        if self.lora is None:
+            return None
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.lora.r, lora_alpha=self.lora.alpha, lora_dropout=self.lora.dropout,
+                          target_modules=self.lora.target_modules, bias="none")  # fmt: skip
+
+
+def _optional_fields(model: type[BaseModel]) -> dict:
+    return {name: (Optional[f.annotation], Field(None, description=f.description)) for name, f in model.model_fields.items()}
+
+
+class _Override(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @model_serializer(mode="wrap")
+    def _only_what_is_set(self, handler):
+        """Only the keys a person set: an override of `null` stays distinct from no override."""
+        return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
+
+
+# The same keys as DpoOptions, each optional: what a strategy changes from the defaults.
+DpoOverrides = create_model("DpoOverrides", __base__=_Override, **_optional_fields(DpoOptions))
+
+
+class DpoStageOptions(BaseModel):
+    """DPO stage: which strategies to train, the policy, run defaults and per-strategy overrides."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategies: list[str] | None = Field(
+        None, description="Strategies to train, by name (every preference, and joint); null: all of them."
+    )
+    policy: str | None = Field(None, description="A Hugging Face causal LM folder to align; null: the round's tiny model.",
+                               json_schema_extra={"needs": "path"})
+    defaults: DpoOptions = Field(default_factory=DpoOptions, description="Run options every strategy starts from.")
+    per_strategy: dict[str, DpoOverrides] = Field(
+        default_factory=dict, description="Per-strategy overrides of `defaults`, keyed by strategy name."
+    )
+    kl_samples: int = Field(8, ge=0, description="Songs sampled on held-out prompts for the KL estimate (tiny policy).")
+
+    @field_validator("strategies", "per_strategy")
+    @classmethod
+    def _known_strategies(cls, value):
+        known = strategy_names()
+        unknown = sorted(set(value or ()) - set(known))
+        if unknown:
+            raise ValueError(f"unknown strategy {unknown[0]!r}; strategies are: {', '.join(known)}")
+        return value
+
+    def trains(self, strategy: str) -> bool:
+        return self.strategies is None or strategy in self.strategies
+
+    def for_strategy(self, strategy: str) -> DpoOptions:
+        """defaults, then the preference's own DPO defaults, then this config's override (set keys only)."""
+        own = {} if strategy == JOINT else preferences()[strategy].dpo_defaults
+        override = self.per_strategy.get(strategy)
+        changes = override.model_dump(exclude_unset=True) if override is not None else {}
+        return DpoOptions.model_validate({**self.defaults.model_dump(), **own, **changes})

@@ -1,0 +1,87 @@
+"""Every stage of a round, assembled here from every layer, and run in this process if wanted.
+
+The pipeline layer defines its stages (lyrics .. scores, pairs), reward_model and alignment
+theirs; parts come from the registries: one `scores/<kind>` per score kind (a kind trained in
+the round is part of `reward_model`), one `dpo/<strategy>` per preference plus joint. No
+Prefect here, so a notebook can `run_stage_locally("pairs", config, store)` as the flow would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pipeline.config import RoundConfig
+from pipeline.preferences import strategy_names
+from pipeline.scoring.registry import score_kinds
+from pipeline.stages.base import ShardResult, Stage
+from pipeline.stages.names import STAGES
+from pipeline.stages.runner import run_stage_in_process
+from pipeline.store import RoundStore
+
+
+def stage_parts(name: str) -> list[str]:
+    """What runs for a stage name: its parts (scores -> scores/per, scores/similarity) or itself."""
+    kinds = score_kinds().values()
+    if name == "scores":
+        return [k.stage for k in kinds if not k.trained_in_round]
+    if name == "reward_model":
+        return ["reward_model", *(k.stage for k in kinds if k.trained_in_round)]
+    if name == "dpo":
+        return [f"dpo/{strategy}" for strategy in strategy_names()]
+    if name in STAGES:
+        return [name]
+    raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(STAGES)}")
+
+
+def all_parts() -> list[str]:
+    return [part for name in STAGES for part in stage_parts(name)]
+
+
+def stages_until(until: str | None) -> list[str]:
+    """The stage parts to run, in order, up to `until` (inclusive), or all of them."""
+    if until is not None and until not in STAGES:
+        raise ValueError(f"--until {until!r}: not a stage; stages are: {', '.join(STAGES)}")
+    wanted = STAGES if until is None else STAGES[: STAGES.index(until) + 1]
+    return [part for name in wanted for part in stage_parts(name)]
+
+
+def make_stage(part: str, config: RoundConfig, store: RoundStore) -> Stage:
+    """The stage object for one part ("pairs", "scores/per", "dpo/joint"); ValueError for an unknown name."""
+    if part not in all_parts():
+        raise ValueError(f"unknown stage {part!r}; stages and parts are: {', '.join(all_parts())}")
+    stage, _, sub = part.partition("/")
+    if stage == "scores":
+        from pipeline.scoring.registry import get_kind
+        from pipeline.stages.scores import ScoreStage
+
+        return ScoreStage(config, store, get_kind(sub))
+    if stage == "dpo":
+        from alignment.dpo.stage import DpoStage
+
+        return DpoStage(config, store, sub)
+    return _simple_stage(part)(config, store)
+
+
+def _simple_stage(name: str) -> type[Stage]:
+    """Imported on demand: alignment stages load torch, and a lyrics run need not pay for that."""
+    if name == "lyrics":
+        from pipeline.stages.lyrics import LyricsStage as found
+    elif name == "conditions":
+        from pipeline.stages.conditions import ConditionsStage as found
+    elif name == "candidates":
+        from pipeline.stages.candidates import CandidatesStage as found
+    elif name == "reward_model":
+        from reward_model.stage import RewardModelStage as found
+    elif name == "pairs":
+        from pipeline.stages.pairs import PairsStage as found
+    elif name == "merge":
+        from alignment.merge.stage import MergeStage as found
+    else:
+        from alignment.sweep.stage import SweepStage as found
+    return found
+
+
+def run_stage_locally(name: str, config: RoundConfig, store: RoundStore,
+                      on_shard: Callable[[ShardResult], None] | None = None) -> dict:  # fmt: skip
+    """Run one stage part in this process, shard after shard: for notebooks and quick checks."""
+    return run_stage_in_process(make_stage(name, config, store), on_shard)
