@@ -47,7 +47,8 @@ from datasets import Dataset
 from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
 from trl import DPOTrainer
 
-from alignment.dpo.trainer import DpoOptions, LoraOptions, MultiStreamDPOTrainer
+from alignment.dpo.options import DpoOptions, LoraOptions
+from alignment.dpo.trainer import MultiStreamDPOTrainer
 from alignment.tiny_policy import TinyPolicy
 from pipeline.models.tiny.preference_text import TinySongTokenizer, TokenLayout, completion_text, prompt_text
 from pipeline.models.tiny.song_model import CHECKPOINT_DIR

@@ -68,7 +68,7 @@ def _adapter(annotation) -> TypeAdapter:
 
 def line_error(kind: str, message: str, loc: tuple, value) -> dict:
     """One error for `ValidationError.from_exception_data`, keeping its type (for messages and hints)."""
-    return {"type": PydanticCustomError(kind, message.replace("{", "{{").replace("}", "}}")), "loc": loc, "input": value}
+    return {"type": PydanticCustomError(kind, message), "loc": loc, "input": value}  # no context: braces stay as written
 
 
 def prefixed(exc: ValidationError, *prefix) -> list[dict]:

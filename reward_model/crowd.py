@@ -28,10 +28,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.digest import derive_seed
-from pipeline.models.tiny.score import STEPS_PER_BEAT, Score
-
-SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
-BAR = 4 * STEPS_PER_BEAT
+from pipeline.models.tiny.score import BAR, SCALES, STEPS_PER_BEAT, Score
 
 
 class MusicalityWeights(BaseModel):

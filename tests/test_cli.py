@@ -150,3 +150,24 @@ def test_round_through_scores_then_score_one_scorer_again(tmp_path, server_env):
     assert bad.returncode == 2 and "scorers are: per, similarity, reward" in " ".join(bad.stderr.split())
     status = songpref("round", "status", out)
     assert "scores/similarity" in status.stdout
+
+
+def test_config_typos_fail_config_show_on_one_line_each(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dpo:\n  defaults: {max_step: 40, beta: high}\nreward_model: {bogus: 1}\nsweep: {stepp: 0.5}\nmodel: {backend: nosuch}\n")
+    result = songpref("config", "show", "--config", bad)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()[1:]
+    assert len(lines) == 5 and all(line.startswith(f"{bad}: ") for line in lines), lines
+
+
+def test_round_plan_lists_parts_shards_and_needs_and_writes_nothing(tmp_path):
+    plan = songpref("round", "plan", "--config", TINY, "--out", tmp_path / "r")
+    assert plan.returncode == 0, plan.stderr
+    out = " ".join(plan.stderr.split())
+    assert "dpo/musicality" in out and "scores/reward" in out and "every path found" in out
+    assert not (tmp_path / "r").exists()
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("conditions:\n  prompt_library: /nonexistent/clips\n")
+    plan = songpref("round", "plan", "--config", missing)
+    assert plan.returncode == 1 and "conditions.prompt_library" in plan.stderr and "missing" in plan.stderr

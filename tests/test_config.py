@@ -85,3 +85,48 @@ def test_schema_documents_every_field():
     schema = RoundConfig.model_json_schema()
     lyrics = schema["$defs"]["LyricsConfig"]["properties"]
     assert all("description" in field for field in lyrics.values())
+
+
+@pytest.mark.parametrize("text, line", [
+    ("dpo: {defaults: {max_step: 40}}", "dpo.defaults.max_step: unknown key (did you mean 'max_steps'?)"),
+    ("dpo: {defaults: {beta: high}}", "dpo.defaults.beta: Input should be a valid number"),
+    ("dpo: {per_strategy: {joint: {max_step: 3}}}", "dpo.per_strategy.joint.max_step: unknown key (did you mean 'max_steps'?)"),
+    ("dpo: {per_strategy: {jointt: {max_steps: 3}}}", "dpo.per_strategy: unknown strategy 'jointt'"),
+    ("reward_model: {bogus: 1}", "reward_model.bogus: unknown key"),
+    ("sweep: {stepp: 0.5}", "sweep.stepp: unknown key (did you mean 'step'?)"),
+    ("sweep: {utility: {perr: 1}}", "sweep.utility: unknown metric 'perr'"),
+    ("model: {backend: nosuch}", "model.backend: no song model 'nosuch'; installed: levo, tiny"),
+    ("model: {options: {checkpointt: x}}", "model.options.checkpointt: unknown key"),
+    ("pairs: {lyrics: {per_gapp: 3}}", "pairs.lyrics.per_gapp: unknown key (did you mean 'per_gap'?)"),
+    ("pairs: {harmony: {gap: 3}}", "pairs.harmony: unknown key"),
+    ("scoring: {transcriber: {backend: pocketsphinx, lm_weigth: 1}}", "scoring.transcriber.lm_weigth: unknown key"),
+])  # fmt: skip
+def test_every_section_is_checked_when_the_config_loads(tmp_path, text, line):
+    """Upper-layer sections (dpo, sweep, reward_model), the model plugin and the registered pair
+    sections fail at load, one line per problem, not when their stage starts."""
+    path = write(tmp_path, text + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{path}: {line}"), lines
+
+
+def test_sections_are_typed_and_keep_their_defaults():
+    config = RoundConfig.model_validate({"dpo": {"per_strategy": {"joint": {"max_steps": 3, "lora": None}}}})
+    assert config.dpo.defaults.beta == 0.1 and config.sweep.step == 0.5 and config.reward_model.rankings == "simulated"
+    joint = config.dpo.for_strategy("joint")
+    assert joint.max_steps == 3 and joint.lora is None and joint.beta == 0.1
+    again = RoundConfig.model_validate(config.resolved())  # the flow passes the resolved dict on
+    assert again.dpo.per_strategy["joint"].model_dump() == {"max_steps": 3, "lora": None}
+    assert again.digest() == config.digest()
+
+
+def test_the_whole_schema_documents_registered_sections():
+    from pipeline.config import config_schema
+
+    schema = config_schema()
+    defs = schema["$defs"]
+    assert {"reward_model", "dpo", "sweep", "pairs", "scoring"} <= set(schema["properties"])
+    assert defs["DpoOptions"]["properties"]["beta"]["default"] == 0.1 and defs["DpoOptions"]["properties"]["beta"]["description"]
+    assert {"lyrics", "prompt", "musicality", "selection"} <= set(defs["PairOptions"]["properties"])
+    assert {"transcriber", "similarity"} <= set(defs["ScoringConfig"]["properties"])

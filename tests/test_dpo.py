@@ -7,7 +7,8 @@ import torch
 from datasets import Dataset
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-from alignment.dpo.trainer import DpoOptions, LoraOptions, last_checkpoint, train_dpo
+from alignment.dpo.options import DpoOptions, LoraOptions
+from alignment.dpo.trainer import last_checkpoint, train_dpo
 from alignment.policy import kl_estimate
 from alignment.tiny_policy import TinyPolicy
 from pipeline.models.tiny.preference_text import TinySongTokenizer, TokenLayout, completion_text, prompt_text

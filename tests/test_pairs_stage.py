@@ -8,7 +8,8 @@ import pytest
 import torch
 from datasets import load_dataset
 
-from alignment.dpo.trainer import DpoOptions, train_dpo
+from alignment.dpo.options import DpoOptions
+from alignment.dpo.trainer import train_dpo
 from alignment.tiny_policy import TinyPolicy
 from pipeline.manifest import open_round, read_manifest
 from pipeline.models.tiny.preference_text import TinySongTokenizer

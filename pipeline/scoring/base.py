@@ -1,12 +1,11 @@
 """What a scorer sees of a candidate, and what it gives back.
 
-Three kinds of score stand behind the paper's three preference strategies:
-- `Transcriber` (ASR) -> a transcript, from which `per.py` computes the phoneme error rate
-  against the lyric (strategy 1, lyrics);
-- `TextAudioScorer` -> a similarity between the description and the audio (strategy 2, prompt);
-- the reward model's score (strategy 3, musicality), through the same stage machinery.
-Backends are chosen by name in the config (`scoring.*.backend`); each has a pydantic options
-class with a `backend` literal, importable without the backend's heavy dependencies.
+Each score kind (`kind.py`) wraps one of these: a `Transcriber` (ASR) gives a transcript, from
+which `per.py` computes the phoneme error rate against the lyric (the `per` kind); a
+`TextAudioScorer` gives a similarity between the description and the audio (`similarity`); the
+round's reward model gives the `reward` kind. Backends are chosen by name in the config
+(`scoring.*.backend`); each has a pydantic options class with a `backend` literal, importable
+without the backend's heavy dependencies.
 """
 
 from __future__ import annotations

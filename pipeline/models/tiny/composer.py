@@ -15,11 +15,9 @@ from functools import lru_cache
 
 from pipeline.lyrics.format import VOCAL_TAGS, split_sections
 from pipeline.models.tiny.codec import BASS_OCTAVE, sentence_words
-from pipeline.models.tiny.score import DRUM_KINDS, STEPS_PER_BEAT, Chord, Hit, Note, Score, Section, SungWord
+from pipeline.models.tiny.score import BAR, DRUM_KINDS, SCALES, STEPS_PER_BEAT, Chord, Hit, Note, Score, Section, SungWord
 from pipeline.vocab import load_vocabulary
 
-BAR = 4 * STEPS_PER_BEAT
-SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
 REGISTERS = {"female": (60, 76), "male": (48, 64)}
 MINOR_EMOTIONS = frozenset({
     "melancholic", "nostalgic", "longing", "bittersweet", "heartbreak", "dark", "sad",

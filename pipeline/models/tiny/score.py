@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 
 STEPS_PER_BEAT = 2
 MODES = ("major", "minor")
+SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}  # semitones above the tonic
+BAR = 4 * STEPS_PER_BEAT
 DRUM_KINDS = ("kick", "snare", "hat")
 
 
