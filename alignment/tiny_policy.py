@@ -27,6 +27,9 @@ class TinyPolicy(TinyLeLM):
 
     # DPOTrainer must not patch this forward with a single-head fused LM head (see alignment.dpo).
     computes_fused_log_probs = True
+    # The streams whose tokens get log-probabilities; the others count as unscored (0), so DPO
+    # compares songs on these streams only (DpoOptions.streams = "preference").
+    scored_streams: tuple[str, ...] = STREAMS
 
     def __init__(self, config):
         super().__init__(config)
@@ -46,7 +49,7 @@ class TinyPolicy(TinyLeLM):
         shape = (input_ids.shape[0], input_ids.shape[1] - 1)
         fields = {name: torch.zeros(shape, device=input_ids.device) for name in ("log_probs", "entropy", "mean_logits")}
         is_top1 = torch.zeros(shape, dtype=torch.bool, device=input_ids.device)
-        for s in STREAMS:
+        for s in (s for s in STREAMS if s in self.scored_streams):
             logits, target = out.logits[s], out.targets[s]
             logp = logits.log_softmax(-1)
             per_token = {

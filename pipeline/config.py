@@ -121,6 +121,11 @@ class ScoringConfig(RegisteredSection):
 class RoundConfig(RegisteredSection):
     name: str = Field("round", min_length=1, description="A label for the round.")
     seed: int = Field(0, ge=0, description="Root seed; every shard and candidate seed derives from it.")
+    parent: str | None = Field(
+        None, description="Semi-online: the round this one continues. Its chosen policy (<parent>/sweep/chosen) samples "
+        "this round's candidates and is where DPO starts (it becomes model.options.checkpoint when that is unset); "
+        "recorded in the manifest with the config.",
+    )
     lyrics: LyricsConfig = Field(default_factory=LyricsConfig)
     conditions: ConditionsConfig = Field(default_factory=ConditionsConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -133,6 +138,17 @@ class RoundConfig(RegisteredSection):
         """The sections of the upper layers: reward_model, dpo, sweep (entry-point group songpref.config)."""
         sections = sorted(registered(SECTIONS_GROUP).items(), key=lambda s: STAGES.index(s[0]) if s[0] in STAGES else len(STAGES))
         return {name: SectionEntry(options, options, (options.__doc__ or "").strip().split("\n")[0]) for name, options in sections}
+
+    @model_validator(mode="after")
+    def _continue_the_parent(self):
+        if self.parent is None or "checkpoint" in self.model.options:
+            return self
+        from pipeline.models.registry import song_model_class
+
+        if "checkpoint" not in song_model_class(self.model.backend).options_class.model_fields:
+            raise ValueError(f"parent: model.backend {self.model.backend!r} has no checkpoint option to continue from")
+        self.model.options["checkpoint"] = str(Path(self.parent) / "sweep" / "chosen")
+        return self
 
     def resolved(self) -> dict:
         return self.model_dump(mode="json")

@@ -22,9 +22,14 @@ def registered_names(group: str) -> list[str]:
     return sorted({point.name for point in entry_points(group=group)})
 
 
-def registered(group: str) -> dict[str, object]:
-    """Every object of `group` by name, in declared order (`order` attribute, then name)."""
-    return _load(group, tuple(sys.path))
+def registered(group: str, expected: type | None = None) -> dict[str, object]:
+    """Every object of `group` by name, in declared order (`order` attribute, then name); with
+    `expected`, each must be an instance of it whose `name` is its entry point's name."""
+    found = _load(group, tuple(sys.path))
+    for name, obj in found.items():
+        if expected is not None and (not isinstance(obj, expected) or getattr(obj, "name", None) != name):
+            raise PluginError(f"{group}: entry point {name!r} must be a {expected.__name__} named {name!r}")
+    return found
 
 
 @lru_cache(maxsize=32)

@@ -17,7 +17,7 @@ import typer
 
 from pipeline.registry import registered_names
 from pipeline.stages.names import STAGES
-from songpref.cli_align import dpo_command, sweep_command
+from songpref.cli_align import ablation_command, dpo_command, sweep_command
 from songpref.cli_annotate import annotate_app
 from songpref.cli_cards import cards_app
 from songpref.cli_merge import merge_command
@@ -47,6 +47,7 @@ app.add_typer(annotate_app, name="annotate")
 app.command("merge")(merge_command)
 app.command("dpo")(dpo_command)
 app.command("sweep")(sweep_command)
+app.command("ablation")(ablation_command)
 round_app.command("plan")(plan_command)
 
 
@@ -56,12 +57,15 @@ def round_run(
     out: Annotated[str, typer.Option("--out", "-o", help="Round directory: a local path or an fsspec URL.")],
     until: Annotated[Optional[str], typer.Option(help=f"Last stage to run, one of: {', '.join(STAGES)}. Default: every stage.")] = None,
     only: Annotated[Optional[str], typer.Option(help="Run just this stage or stage part, e.g. scores/per (its inputs must be done).")] = None,
+    parent: Annotated[Optional[str], typer.Option(help="Continue this round (semi-online): sample from and start DPO at its chosen policy.")] = None,
     set_: SetOpt = None,
 ) -> None:
     """Run a round's stages in order; finished shards are skipped, so a rerun resumes."""
     from flows.stages import all_parts, stage_parts, stages_until
 
-    cfg = load_config_file(config, set_)
+    if parent and not Path(parent, "sweep", "chosen", "config.json").is_file():
+        fail(f"--parent {parent}: no chosen policy there (sweep/chosen/config.json); run its sweep stage first")
+    cfg = load_config_file(config, [*(set_ or []), *([f"parent={parent}"] if parent else [])])
     try:
         stages = stage_parts(only) if only in STAGES else [only] if only else stages_until(until)
         unknown = [name for name in stages if name not in all_parts()]

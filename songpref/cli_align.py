@@ -50,3 +50,22 @@ def sweep_command(
                 "mean over the held-out songs [95 % bootstrap interval].")  # fmt: skip
         update_readme(readme, metrics["ablation"], note)
         console.print(f"[green]updated[/green] {readme}")
+
+
+def ablation_command(
+    round_dir: RoundArg,
+    prompts: Annotated[int, typer.Option(help="Fresh held-out prompts (never in the round).")] = 64,
+    seeds: Annotated[int, typer.Option(help="Songs per prompt and model; the same seeds for every model.")] = 4,
+) -> None:
+    """Token-only ablation on the embedded world's oracle metrics (symbolic WER, tempo and mode hit, the crowd's
+    utility): base, every DPO model and every merged point on the same fresh songs, paired differences vs base."""
+    from alignment.sweep.oracle import oracle_ablation
+    from pipeline.store import RoundStore
+
+    config = round_config(round_dir)
+    try:
+        _, markdown = oracle_ablation(config, RoundStore(round_dir), prompts, seeds,
+                                      progress=lambda name: console.print(f"sampled {name}"))  # fmt: skip
+    except ValueError as exc:
+        fail(str(exc))
+    print(markdown)

@@ -92,3 +92,22 @@ def test_merge_and_sweep_write_models_table_front_and_plots(trained):
     again = run_stage_locally("sweep", CONFIG, store)
     assert again["metrics"]["shards_built"] == 0 and again["metrics"]["chosen"] == record["metrics"]["chosen"]
     assert read_manifest(store)["stages"]["sweep"]["status"] == "done"
+    chosen = json.loads((root / "sweep/chosen/chosen.json").read_text())  # saved: the next round can start from it
+    assert chosen["point"] == record["metrics"]["chosen"] and (root / "sweep/chosen/model.safetensors").is_file()
+
+
+def test_oracle_ablation_asks_every_model_for_the_same_fresh_songs(trained):
+    from alignment.sweep.oracle import oracle_ablation
+
+    root, store, _ = trained
+    table, markdown = oracle_ablation(CONFIG, store, prompts=3, seeds=2)
+    songs = pd.read_parquet(root / "ablation/oracle.parquet")
+    assert {"base", "lyrics", "prompt", "musicality", "joint"} <= set(songs["model"])
+    per_model = songs.groupby("model")[["prompt_id", "seed"]].apply(lambda f: sorted(map(tuple, f.to_numpy())))
+    assert all(keys == per_model["base"] for keys in per_model) and len(per_model["base"]) == 6
+    fresh = pd.concat([pd.read_parquet(p) for p in (root / "ablation/held-out/conditions").glob("shard-*.parquet")])
+    ours = pd.concat([pd.read_parquet(p) for p in (root / "conditions").glob("shard-*.parquet")])
+    assert songs["prompt_id"].str.startswith("held-out-").all() and set(fresh["lyric"]).isdisjoint(ours["lyric"])
+    base = table[table["model"] == "base"]
+    assert (base["diff"] == 0).all() and songs["symbolic_wer"].between(0, 100).all() and songs["utility"].between(0, 1).all()
+    assert "**" in markdown and (root / "ablation/oracle.md").is_file()

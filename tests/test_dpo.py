@@ -75,6 +75,14 @@ def test_trl_log_probs_equal_the_models_teacher_forced_ones(policy, songs, datas
     assert torch.allclose(out.log_probs.sum(1), total, atol=1e-4)
     assert out.log_probs.shape == (4, batch["input_ids"].shape[1] - 1)
     assert (out.log_probs[labels[:, 1:] == -100] == 0).all()  # prompt and padding carry nothing
+    # a preference's own streams only (DpoOptions.streams = "preference"): the sum over those streams
+    policy.scored_streams = ("mixed", "vocals")
+    try:
+        with torch.no_grad():
+            vocal = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels)
+    finally:
+        del policy.scored_streams  # back to the class default: every stream
+    assert torch.allclose(vocal.log_probs.sum(1), expected["mixed"] + expected["vocals"], atol=1e-4)
 
 
 def test_dpo_trains_checkpoints_and_resumes(policy, dataset, tmp_path):

@@ -115,6 +115,6 @@ def test_reward_model_trains_on_simulated_rankings_and_scores_every_candidate(sc
 
 def test_reward_model_options_are_checked_with_their_key(scored):
     _, store, _ = scored
-    bad = config_for(reward_model={"training": {"num_epochs": 0}})
-    with pytest.raises(ValueError, match="reward_model.training.num_epochs"):
+    with pytest.raises(ValueError, match="reward_model.training.num_epochs"):  # now when the config loads
+        bad = config_for(reward_model={"training": {"num_epochs": 0}})
         run_stage_locally("reward_model", bad, store)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import soundfile
 
@@ -151,3 +152,29 @@ def test_unreachable_lyrics_endpoint_fails_the_stage_cleanly(tmp_path):
     record = read_manifest(store)["stages"]["lyrics"]
     assert record["status"] == "failed" and f"127.0.0.1:{port}" in record["errors"][0]
     assert not (tmp_path / "lyrics").exists()
+
+
+def test_wall_clock_metrics_are_reported_but_never_stored_in_the_shard(tmp_path):
+    """Timings differ between identical runs; a shard file that held them would not be byte-identical,
+    and every key hashing it downstream would change with the machine's load."""
+    from pipeline.stages.base import METRICS_KEY, ShardSpec, Stage
+
+    class Timed(Stage):
+        name = "timed"
+        wall_clock_metrics = ("busy_seconds",)
+
+        def plan(self):
+            return [ShardSpec(self.name, 0, {}, {})]
+
+        def build_shard(self, spec):
+            return pa.table({"x": [1, 2]}), {"rows_seen": 2, "busy_seconds": np.random.default_rng().random()}
+
+    stores = [RoundStore(str(tmp_path / name)) for name in ("a", "b")]
+    results = [Timed(RoundConfig(), store).run_shard(Timed(RoundConfig(), store).plan()[0]) for store in stores]
+    assert all("busy_seconds" in r.metrics for r in results)  # the run that built it still reports it
+    files = [tmp_path / name / results[0].filename for name in ("a", "b")]
+    assert files[0].read_bytes() == files[1].read_bytes()
+    footer = json.loads(pq.read_metadata(files[0]).metadata[METRICS_KEY])
+    assert footer == {"rows_seen": 2}
+    skipped = Timed(RoundConfig(), stores[0]).run_shard(Timed(RoundConfig(), stores[0]).plan()[0])
+    assert skipped.skipped and skipped.metrics == {"rows_seen": 2}

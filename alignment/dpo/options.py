@@ -34,6 +34,10 @@ class DpoOptions(BaseModel):
 
     beta: float = Field(0.1, gt=0, description="DPOConfig.beta: strength of the pull towards the reference.")
     loss_type: list[str] = Field(default_factory=lambda: ["sigmoid"], description="DPOConfig.loss_type (TRL's names).")
+    loss_weights: list[float] | None = Field(
+        None, description="DPOConfig.loss_weights: one weight per `loss_type` (e.g. [1.0, 1.0] for "
+        "['sigmoid', 'sft'], RPO: DPO plus the chosen song's NLL); null: equal weights."
+    )
     learning_rate: float = Field(5e-5, gt=0, description="DPOConfig.learning_rate.")
     epochs: float = Field(1.0, gt=0, description="DPOConfig.num_train_epochs.")
     max_steps: int = Field(-1, description="DPOConfig.max_steps; -1: as many as `epochs` give.")
@@ -53,6 +57,10 @@ class DpoOptions(BaseModel):
     gradient_checkpointing: bool = Field(
         False, description="DPOConfig.gradient_checkpointing (TRL's default is on; the tiny policy does not support it)."
     )
+    streams: Literal["all", "preference"] = Field(
+        "all", description="Which token streams of a multi-stream policy DPO's log-probabilities sum over: all (the "
+        "paper's setting), or only the streams the preference declares (its `streams`; joint: all)."
+    )
     threads: int | None = Field(None, ge=1, description="torch CPU threads; null: torch's default.")
     device: Literal["auto", "cpu"] = Field("auto", description="'cpu' forces the CPU even where a GPU is present.")
 
@@ -62,6 +70,7 @@ class DpoOptions(BaseModel):
 
         return DPOConfig(
             output_dir=str(output_dir), seed=seed, data_seed=seed, beta=self.beta, loss_type=self.loss_type,
+            loss_weights=self.loss_weights,
             learning_rate=self.learning_rate, num_train_epochs=self.epochs, max_steps=self.max_steps,
             per_device_train_batch_size=self.batch_size, per_device_eval_batch_size=self.batch_size,
             gradient_accumulation_steps=self.gradient_accumulation_steps, warmup_steps=self.warmup_steps,

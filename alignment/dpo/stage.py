@@ -27,6 +27,7 @@ from pipeline.digest import derive_seed, model_dir_digest
 from pipeline.manifest import read_manifest
 from pipeline.models.tiny.song_model import checkpoint_digest
 from pipeline.pairs.dataset import dataset_files
+from pipeline.preferences import JOINT, preferences
 from pipeline.stages.base import ShardSpec, Stage
 
 LOG_SCHEMA = pa.schema([("step", pa.int64()), ("epoch", pa.float64()), ("loss", pa.float64()),
@@ -77,7 +78,10 @@ class DpoStage(Stage):
         files = {s: self.store.path(p) for s, p in dataset_files(self.strategy).items() if s in spec.inputs["pairs"]}
         data = load_dataset("parquet", data_files=files, cache_dir=str(run_dir / "datasets-cache"))
         model, tokenizer, folder = load_policy(self.config.model.backend, self.config.model.options, options.policy)
-        trained, metrics = train_dpo(model, tokenizer, data["train"], DpoOptions.model_validate(spec.params["run"]), run_dir,
+        run = DpoOptions.model_validate(spec.params["run"])
+        if run.streams == "preference":
+            self._score_preference_streams(model)
+        trained, metrics = train_dpo(model, tokenizer, data["train"], run, run_dir,
                                      spec.params["seed"], eval_dataset=data.get("test"))  # fmt: skip
         metrics["kl"] = self._kl(trained, options, data, spec.params["seed"])
         self._save(trained, tokenizer)
@@ -88,6 +92,14 @@ class DpoStage(Stage):
                 for r in metrics["log"] if "loss" in r]  # fmt: skip
         summary = {k: v for k, v in metrics.get("eval", {}).items() if k.startswith("eval_rewards/")}
         return pa.Table.from_pylist(rows, schema=LOG_SCHEMA), {"status": "trained", **summary, **metrics["kl"]}
+
+    def _score_preference_streams(self, model) -> None:
+        """DPO compares songs on the streams the preference declares (joint: every stream)."""
+        if not hasattr(model, "scored_streams"):
+            raise ValueError(f"dpo/{self.strategy}: streams 'preference' needs a multi-stream policy (the tiny model); "
+                             f"{type(model).__name__} scores one token stream")  # fmt: skip
+        if self.strategy != JOINT:
+            model.scored_streams = tuple(preferences()[self.strategy].streams)
 
     def summarize(self, results, seconds: float) -> dict:
         return {key: value for result in results for key, value in result.metrics.items()}

@@ -12,6 +12,7 @@ metric; the shard's rows are its songs' scores. When all shards are in, the stag
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from pipeline.pairs.dataset import dataset_files
 from pipeline.preferences import JOINT, preferences, strategy_names
 from pipeline.scoring.registry import get_kind
 from pipeline.stages.base import ShardSpec, Stage
+
+
+CHOSEN_DIR = "sweep/chosen"
 
 
 def song_schema() -> pa.Schema:
@@ -104,4 +108,20 @@ class SweepStage(Stage):
 
         points = self.points()
         songs = {r.metrics["point"]: self.store.read_table(r.filename).to_pandas() for r in results}
-        return write_sweep_report(self.store, points, songs, self.config.sweep)
+        metrics = write_sweep_report(self.store, points, songs, self.config.sweep)
+        self.save_chosen(points[metrics["chosen"]] | {"point": metrics["chosen"], "form": self.config.sweep.form})
+        return metrics | {"chosen_model": CHOSEN_DIR}
+
+    def save_chosen(self, params: dict) -> None:
+        """The chosen point as a model folder (sweep/chosen/), loadable as `model.options.checkpoint`
+        of the next round; built in a scratch folder and renamed into place."""
+        final = Path(self.store.path(CHOSEN_DIR))
+        scratch = final.with_name(".partial-chosen")
+        shutil.rmtree(scratch, ignore_errors=True)
+        source = self.checkpoint(params, scratch)
+        if source != scratch:
+            shutil.copytree(source, scratch)
+        (scratch / "chosen.json").write_text(json.dumps({k: params.get(k) for k in ("point", "kind", "weights", "form")},
+                                                        indent=2, sort_keys=True) + "\n")  # fmt: skip
+        shutil.rmtree(final, ignore_errors=True)
+        scratch.rename(final)

@@ -16,12 +16,9 @@ JOINT = "joint"
 
 def preferences() -> dict[str, Preference]:
     """Every registered preference by name, in registry order."""
-    found = registered(GROUP)
-    for name, preference in found.items():
-        if not isinstance(preference, Preference) or preference.name != name:
-            raise PluginError(f"{GROUP}: entry point {name!r} must be a Preference named {name!r}")
-        if name == JOINT:
-            raise PluginError(f"{GROUP}: {JOINT!r} is the union of the preferences, not a preference")
+    found = registered(GROUP, Preference)
+    if JOINT in found:
+        raise PluginError(f"{GROUP}: {JOINT!r} is the union of the preferences, not a preference")
     return found  # type: ignore[return-value]
 
 

@@ -42,6 +42,7 @@ class Preference:
     metric_label: str  # the evaluation metric's column head: "PER ↓"
     card: str  # what the preference teaches, for data cards
     streams: tuple[str, ...] = POLICY_STREAMS  # policy streams that carry its signal
+    oracles: tuple[str, ...] = ()  # the embedded world's ground-truth metrics of its target (tiny model only)
     score: str = ""  # the score's name in pairs, datasets and sweeps; "" = `column`
     extract: Callable | None = None  # raw cell -> float, when the score is derived from `column`
     order: int = 1000  # registry order: joint labels a pair found twice with the earlier preference

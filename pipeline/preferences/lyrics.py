@@ -43,5 +43,5 @@ LYRICS = Preference(
     rule=_rule, describe_rule=_describe, score_label="PER x100 (lower is better)", metric_label="PER ↓",
     card="Lyrics alignment: the chosen song's sung words are recovered better by speech recognition "
          "(phoneme error rate against the lyric).",
-    streams=("mixed", "vocals"), order=10,
+    streams=("mixed", "vocals"), oracles=("symbolic_wer",), order=10,
 )  # fmt: skip

@@ -33,5 +33,5 @@ MUSICALITY = Preference(
     rule=_rule, describe_rule=_describe, score_label="reward (higher is better)", metric_label="reward ↑",
     card="Musicality: the chosen song is preferred by the reward model trained on the round's rankings of "
          "candidate songs (Bradley-Terry).",
-    order=30,
+    oracles=("utility",), order=30,
 )  # fmt: skip

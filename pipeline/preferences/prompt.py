@@ -78,5 +78,5 @@ PROMPT = Preference(
     name="prompt", table="similarity", column="similarity", higher_is_better=True, options_class=PromptOptions,
     rule=_rule, describe_rule=_describe, score_label="similarity (higher is better)", metric_label="similarity ↑",
     card="Prompt consistency: the chosen song matches its text description better (text-audio similarity).",
-    streams=("header", "mixed"), order=20,
+    streams=("header", "mixed"), oracles=("tempo_hit", "mode_hit"), order=20,
 )  # fmt: skip

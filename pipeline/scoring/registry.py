@@ -10,7 +10,7 @@ import importlib
 from functools import lru_cache
 
 from pipeline.digest import canonical_json
-from pipeline.registry import PluginError, registered
+from pipeline.registry import registered
 from pipeline.scoring.kind import ScoreKind
 
 GROUP = "songpref.scorers"
@@ -18,11 +18,7 @@ GROUP = "songpref.scorers"
 
 def score_kinds() -> dict[str, ScoreKind]:
     """Every registered kind by name, in registry order."""
-    found = registered(GROUP)
-    for name, kind in found.items():
-        if not isinstance(kind, ScoreKind) or kind.name != name:
-            raise PluginError(f"{GROUP}: entry point {name!r} must be a ScoreKind named {name!r}")
-    return found  # type: ignore[return-value]
+    return registered(GROUP, ScoreKind)  # type: ignore[return-value]
 
 
 def get_kind(name: str) -> ScoreKind:

@@ -49,6 +49,9 @@ class ShardResult:
 
 class Stage(ABC):
     name: str
+    # Per-shard metrics that time the run rather than describe the data: reported for a shard just
+    # built, never stored in its file, so identical inputs give byte-identical shards.
+    wall_clock_metrics: tuple[str, ...] = ()
 
     def __init__(self, config: RoundConfig, store: RoundStore):
         self.config = config
@@ -82,7 +85,8 @@ class Stage(ABC):
         started = time.perf_counter()
         table, metrics = self.build_shard(spec)
         # Per-shard metrics travel inside the Parquet footer, so a skipped shard still reports them.
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), METRICS_KEY: canonical_json(metrics).encode("utf-8")})
+        stored = {k: v for k, v in metrics.items() if k not in self.wall_clock_metrics}
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), METRICS_KEY: canonical_json(stored).encode("utf-8")})
         self.store.write_table(spec.filename, table)
         return ShardResult(spec.filename, table.num_rows, time.perf_counter() - started, False, metrics)
 

@@ -47,6 +47,7 @@ SCHEMA = pa.schema(
 
 class CandidatesStage(Stage):
     name = "candidates"
+    wall_clock_metrics = ("sampling_seconds",)
 
     def song_model(self) -> SongModel:
         return load_song_model(self.config.model.backend, self.config.model.options)

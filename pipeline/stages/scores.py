@@ -31,6 +31,8 @@ MAX_LISTED_FAILURES = 50  # the manifest lists this many failures per stage; cou
 class ScoreStage(Stage):
     """The stage part `scores/<kind>` of one score kind."""
 
+    wall_clock_metrics = ("scoring_seconds",)
+
     def __init__(self, config, store, kind: ScoreKind):
         super().__init__(config, store)
         self.kind = kind

@@ -1,0 +1,43 @@
+"""The embedded world's oracle metrics and the paired comparison the oracle ablation reports."""
+
+import random
+
+import numpy as np
+import pandas as pd
+
+from alignment.sweep.oracle import paired_difference
+from pipeline.config import RoundConfig
+from pipeline.models.tiny.codec import SymbolicCodec, lyric_words
+from pipeline.models.tiny.composer import compose
+from pipeline.models.tiny.oracle import oracle_metrics
+
+CONDITION = {"condition_id": "c0", "lyric": "[verse] the light is low. we walk the road [chorus] sing it out",
+             "genre": "pop", "gender": "female", "emotion": "happy", "instruments": ["piano", "drums"], "bpm": 104,
+             "tempo": "medium"}  # fmt: skip
+
+
+def test_a_composed_song_is_perfect_by_every_oracle():
+    score = compose(CONDITION, random.Random(0))
+    tokens = SymbolicCodec().encode(score, lyric_words(CONDITION["lyric"]))
+    metrics = oracle_metrics(tokens, CONDITION)
+    assert metrics["symbolic_wer"] == 0.0 and metrics["mode_hit"] == 1.0 and 0.5 < metrics["utility"] <= 1.0
+    missed = dict(tokens, vocals=[0] * len(tokens["vocals"]))  # nothing sung
+    assert oracle_metrics(missed, CONDITION)["symbolic_wer"] == 100.0
+
+
+def test_paired_difference_is_over_the_same_songs_and_prompts():
+    base = pd.DataFrame({"prompt_id": ["a", "a", "b", "b"], "seed": [1, 2, 1, 2], "utility": [0.5, 0.7, 0.2, 0.4]})
+    better = base.assign(utility=base["utility"] + 0.1).iloc[::-1]  # row order must not matter
+    result = paired_difference(better, base, "utility")
+    assert np.isclose(result["diff"], 0.1) and np.isclose(result["low"], 0.1) and np.isclose(result["high"], 0.1)
+    assert result["songs"] == 4 and np.isclose(result["mean"], 0.55)
+    mixed = base.assign(utility=base["utility"] + np.array([0.2, 0.2, -0.2, -0.2]))
+    spread = paired_difference(mixed, base, "utility")
+    assert np.isclose(spread["diff"], 0.0) and spread["low"] < 0 < spread["high"]
+
+
+def test_a_child_round_continues_its_parents_chosen_policy():
+    config = RoundConfig.model_validate({"parent": "/rounds/r1"})
+    assert config.model.options["checkpoint"] == "/rounds/r1/sweep/chosen"
+    pinned = RoundConfig.model_validate({"parent": "/rounds/r1", "model": {"options": {"checkpoint": "/elsewhere"}}})
+    assert pinned.model.options["checkpoint"] == "/elsewhere"
