@@ -20,7 +20,7 @@ from pathlib import Path
 SONGPREF = str(Path(sys.executable).with_name("songpref"))
 COMMANDS = [
     [], ["round"], ["round", "run"], ["round", "plan"], ["round", "status"], ["config", "show"], ["config", "schema"],
-    ["score"], ["dpo"], ["merge"], ["sweep"], ["cards", "write"], ["cards", "lint"], ["annotate", "serve"],
+    ["score"], ["dpo"], ["merge"], ["sweep"], ["ablation"], ["cards", "write"], ["cards", "lint"], ["annotate", "serve"],
     ["lyrics", "validate"], ["conditions", "export"],
 ]  # fmt: skip
 
