@@ -272,7 +272,7 @@ def test_muq_backend_embeds_the_mix_with_the_audio_tower(mulan_dir, songs, tmp_p
 def test_the_crowd_hears_the_key_the_music_establishes_not_the_written_one():
     """A song written 'in C major' whose notes and chords all sit in D major sounds in key."""
     from pipeline.models.tiny.score import Chord, Score, SungWord
-    from reward_model.crowd import heard_scale, utility_components
+    from pipeline.models.tiny.oracle import heard_scale, utility_components
 
     d_major = [2, 4, 6, 7, 9, 11, 1]
     vocals = [SungWord(4 * i, 4, 62 + (d_major[i % 7] - 2) % 12, "la", 0) for i in range(14)]

@@ -45,7 +45,7 @@ def write_sweep_report(store, points: dict, songs: dict[str, pd.DataFrame], opti
     scaled = (values - nadir) / np.where(span > 0, span, 1.0)
     volume = hypervolume(scaled[frame["pareto"].to_numpy()], np.zeros(values.shape[1]) - 1e-9)
     store.write_table("sweep/results.parquet", pa.Table.from_pandas(frame, preserve_index=False))
-    store.write_bytes("sweep/pareto.png", _pareto_png(frame))
+    store.write_bytes("sweep/pareto.png", _pareto_png(frame, chosen))
     grid = frame[frame["kind"] == "grid"]
     axes = [c.removeprefix("w_") for c in frame.columns if c.startswith("w_")]
     if len(axes) == 3 and len(grid):
@@ -137,7 +137,14 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _pareto_png(frame: pd.DataFrame) -> bytes:
+def _short(weights: dict[str, float]) -> str:
+    """A grid point's weights in a few characters: 'l.5 p.5 m0'."""
+    return " ".join(f"{name[0]}{w:.2g}".replace("0.", ".") for name, w in weights.items())
+
+
+def _pareto_png(frame: pd.DataFrame, chosen: str) -> bytes:
+    """One panel per pair of metrics: every point with its 95 % interval on both axes and its
+    weights written beside it; base, joint, DNI and the chosen point marked on every panel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,18 +152,30 @@ def _pareto_png(frame: pd.DataFrame) -> bytes:
 
     labels = metric_labels()
     pairs = list(itertools.combinations(labels, 2))
-    fig, axes = plt.subplots(1, len(pairs), figsize=(4.4 * len(pairs), 4), squeeze=False)
-    axes = axes[0]
-    for ax, (x, y) in zip(axes, pairs):
-        for kind, marker in (("grid", "o"), ("named", "*"), ("base", "s"), ("joint", "D")):
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5.2 * len(pairs), 4.6), squeeze=False)
+    weights = [c for c in frame.columns if c.startswith("w_")]
+    styles = {"grid": ("o", "tab:blue"), "named": ("*", "tab:purple"), "base": ("s", "tab:gray"), "joint": ("D", "tab:orange")}
+    for ax, (x, y) in zip(axes[0], pairs):
+        for kind, (marker, colour) in styles.items():
             part = frame[frame["kind"] == kind]
-            ax.scatter(part[x], part[y], marker=marker, s=60, label=kind,
-                       edgecolors=["red" if p else "none" for p in part["pareto"]])  # fmt: skip
-            for _, row in part[part["kind"] != "grid"].iterrows():
-                ax.annotate(row["point"], (row[x], row[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            if part.empty:
+                continue
+            xerr = [part[x] - part[f"{x}_low"], part[f"{x}_high"] - part[x]]
+            yerr = [part[y] - part[f"{y}_low"], part[f"{y}_high"] - part[y]]
+            ax.errorbar(part[x], part[y], xerr=xerr, yerr=yerr, fmt=marker, color=colour, ecolor=colour, elinewidth=0.6,
+                        alpha=0.85, capsize=2, markersize=7, label=kind)  # fmt: skip
+            for _, row in part.iterrows():
+                text = _short({w.removeprefix("w_"): row[w] for w in weights}) if kind == "grid" else row["point"]
+                ax.annotate(text, (row[x], row[y]), fontsize=6, xytext=(4, 3), textcoords="offset points")
+        front = frame[frame["pareto"]]
+        ax.scatter(front[x], front[y], s=150, facecolors="none", edgecolors="red", linewidths=1, label="Pareto front")
+        pick = frame[frame["point"] == chosen]
+        ax.scatter(pick[x], pick[y], s=320, marker="*", facecolors="none", edgecolors="green", linewidths=1.4,
+                   label=f"chosen: {chosen}")  # fmt: skip
         ax.set_xlabel(labels[x])
         ax.set_ylabel(labels[y])
-    axes[0].legend(fontsize=7, title="red edge: Pareto front", title_fontsize=7)
+        ax.legend(fontsize=6, loc="best")
+    fig.suptitle("Sweep: mean and 95 % interval per point; grid points labelled by their weights", fontsize=9)
     fig.tight_layout()
     return _png(fig)
 
