@@ -71,11 +71,14 @@ def paired_difference(model: pd.DataFrame, base: pd.DataFrame, metric: str, resa
             "low": float(np.quantile(means, 0.025)), "high": float(np.quantile(means, 0.975)), "songs": len(joined)}  # fmt: skip
 
 
+REPORTED = (*ORACLE_METRICS, "frames")  # frames: the songs' length, to see a policy's length drift
+
+
 def ablation_frame(songs: dict[str, pd.DataFrame], base: str = "base") -> pd.DataFrame:
-    """One row per model and metric: mean, paired difference from base and its interval."""
+    """One row per model and metric (and length): mean, paired difference from base and its interval."""
     rows = []
     for name, frame in songs.items():
-        for metric in ORACLE_METRICS:
+        for metric in REPORTED:
             rows.append({"model": name, "metric": metric, **paired_difference(frame, songs[base], metric)})
     return pd.DataFrame(rows)
 
@@ -83,11 +86,11 @@ def ablation_frame(songs: dict[str, pd.DataFrame], base: str = "base") -> pd.Dat
 def ablation_markdown(table: pd.DataFrame, own: dict[str, tuple[str, ...]]) -> str:
     """Markdown: one row per model, per metric its mean and Δ vs base [95 %]; a model's own target
     metrics (`own`: model -> oracle metrics of its preference) in bold."""
-    labels = {m: f"{m.replace('_', ' ')} {'↑' if up else '↓'}" for m, up in ORACLE_METRICS.items()}
+    labels = {m: f"{m.replace('_', ' ')} {'↑' if up else '↓'}" for m, up in ORACLE_METRICS.items()} | {"frames": "length (frames)"}
     lines = ["| model | songs | " + " | ".join(labels.values()) + " |", "|---|---|" + "---|" * len(labels)]
     for name, group in table.groupby("model", sort=False):
         cells = []
-        for metric, row in group.set_index("metric").loc[list(ORACLE_METRICS)].iterrows():
+        for metric, row in group.set_index("metric").loc[list(REPORTED)].iterrows():
             cell = f"{row['mean']:.3g}" if name == "base" else (
                 f"{row['mean']:.3g} (Δ {row['diff']:+.3g} [{row['low']:+.3g}, {row['high']:+.3g}])")  # fmt: skip
             cells.append(f"**{cell}**" if metric in own.get(name, ()) else cell)
