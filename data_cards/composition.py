@@ -11,10 +11,9 @@ from collections import Counter
 
 import math
 
-from data_cards.datasets import Dataset, read_rows
+from data_cards.datasets import Dataset, read_rows, score_kind
 from data_cards.plots import histogram_png, panels_png, summary
 from pipeline.preferences import preferences
-from pipeline.scoring.registry import get_kind
 from pipeline.store import RoundStore
 
 SKEW_SHARE = 0.5
@@ -81,7 +80,7 @@ def candidates(store: RoundStore, ds: Dataset, record: dict) -> tuple[dict, dict
 
 
 def scores(store: RoundStore, ds: Dataset, record: dict) -> tuple[dict, dict, list[str]]:
-    kind = get_kind(ds.name.split("/", 1)[1])
+    kind = score_kind(ds.name)
     column, meaning, plot = kind.column, kind.meaning, f"{kind.column}_hist.png"
     table = read_rows(store, ds, [column, "error"]).to_pydict()
     values = table[column]

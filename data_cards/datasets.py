@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.scoring.registry import score_kinds
 from pipeline.store import RoundStore
 
 CARD_FILE = "README.md"
@@ -28,6 +29,11 @@ SCORES_FOLDER = "scores"
 def card_kind(stage: str) -> str | None:
     """The kind of card a stage record's dataset gets (None: the stage writes no dataset card)."""
     return "scores" if stage.startswith(f"{SCORES_FOLDER}/") else STAGE_KINDS.get(stage)
+
+
+def score_kind(name: str):
+    """The score kind behind a `scores/<kind>` dataset, else None."""
+    return score_kinds().get(name.split("/", 1)[1]) if card_kind(name) == "scores" else None
 PAIRS_SPLITS = ("train", "test")
 
 

@@ -15,8 +15,8 @@ import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from data_cards import collectors, composition
-from data_cards.datasets import (Dataset, hf_features, read_rows, round_datasets, schema_of, size_category, split_bytes, split_sizes,
-                                 stage_datasets)
+from data_cards.datasets import (Dataset, hf_features, read_rows, round_datasets, schema_of, score_kind, size_category, split_bytes,
+                                 split_sizes, stage_datasets)
 from pipeline.manifest import read_manifest
 from pipeline.scoring.registry import score_kinds
 from pipeline.store import RoundStore
@@ -31,13 +31,8 @@ TITLES = {
 }
 
 
-def _kind_of(name: str):
-    """The score kind behind a `scores/<kind>` dataset, else None."""
-    return score_kinds().get(name.split("/", 1)[1]) if name.startswith("scores/") else None
-
-
 def _title(name: str) -> str:
-    kind = _kind_of(name)
+    kind = score_kind(name)
     return kind.title if kind else TITLES.get(name) or f"{name.split('/', 1)[1]} preference pairs"
 
 
@@ -114,7 +109,7 @@ def yaml_header(ds: Dataset, context: dict) -> dict:
         "language_creators": ["machine-generated"],
         "source_datasets": ["original"],
         "size_categories": [size_category(facts["rows"])],
-        "task_categories": list(_kind_of(ds.name).tasks) if _kind_of(ds.name) else TASKS.get(ds.name, ["text-to-audio"]),
+        "task_categories": list(score_kind(ds.name).tasks) if score_kind(ds.name) else TASKS.get(ds.name, ["text-to-audio"]),
         "configs": [{"config_name": "default",
                      "data_files": [{"split": split, "path": files} for split, files in ds.data_files.items()]}],
         "dataset_info": {"config_name": "default", "features": facts["features"],

@@ -19,7 +19,7 @@ import pandas as pd
 from pipeline.digest import derive_seed
 from pipeline.models.base import CandidateRequest, SamplingParams
 from pipeline.models.registry import load_song_model
-from pipeline.preferences import preferences
+from pipeline.preferences import preferences, score_tables
 from pipeline.scoring.base import ScoringItem
 from pipeline.scoring.items import scoring_item
 from pipeline.scoring.registry import get_kind
@@ -37,8 +37,7 @@ class PolicyEvaluator:
         self.config = config
         self.conditions = sorted(conditions, key=lambda c: c["condition_id"])
         self.seeds = [derive_seed(seed, "evaluate", j) for j in range(seeds_per_prompt)]
-        tables = dict.fromkeys(p.table for p in preferences().values())
-        self.kinds = {table: get_kind(table) for table in tables}
+        self.kinds = {table: get_kind(table) for table in score_tables()}
         self.scorers = {table: kind.load(config, store) for table, kind in self.kinds.items()}
 
     def requests(self) -> list[CandidateRequest]:

@@ -25,7 +25,7 @@ from alignment.sweep.grid import point_name, simplex_grid
 from alignment.sweep.options import SweepOptions
 from pipeline.conditions import round_conditions
 from pipeline.pairs.dataset import dataset_files
-from pipeline.preferences import JOINT, preferences, strategy_names
+from pipeline.preferences import JOINT, preferences, score_tables, strategy_names
 from pipeline.scoring.registry import get_kind
 from pipeline.stages.base import ShardSpec, Stage
 
@@ -61,7 +61,7 @@ class SweepStage(Stage):
         options: SweepOptions = self.config.sweep
         models = trained_models(self.store)
         inputs = {"models": model_identities(self.store, models), "prompts": self.prompt_ids(options)}
-        for table in dict.fromkeys(p.table for p in preferences().values()):  # a scorer trained in the round (reward)
+        for table in score_tables():  # a scorer trained in the round (reward)
             inputs |= get_kind(table).extra_inputs(self.store)
         params = {"form": options.form, "seeds": options.seeds, "seed": self.config.seed,
                   "policy": {"model": self.config.model.model_dump(mode="json"), "dpo_policy": self.config.dpo.policy},
@@ -109,8 +109,15 @@ class SweepStage(Stage):
         points = self.points()
         songs = {r.metrics["point"]: self.store.read_table(r.filename).to_pandas() for r in results}
         metrics = write_sweep_report(self.store, points, songs, self.config.sweep)
-        self.save_chosen(points[metrics["chosen"]] | {"point": metrics["chosen"], "form": self.config.sweep.form})
+        chosen = points[metrics["chosen"]] | {"point": metrics["chosen"], "form": self.config.sweep.form}
+        if any(not r.skipped for r in results) or self._saved_chosen() != chosen["point"]:  # else it is on disk
+            self.save_chosen(chosen)
         return metrics | {"chosen_model": CHOSEN_DIR}
+
+    def _saved_chosen(self) -> str | None:
+        """The point the saved chosen model was made from, if one is saved."""
+        path = f"{CHOSEN_DIR}/chosen.json"
+        return json.loads(self.store.read_bytes(path))["point"] if self.store.exists(path) else None
 
     def save_chosen(self, params: dict) -> None:
         """The chosen point as a model folder (sweep/chosen/), loadable as `model.options.checkpoint`

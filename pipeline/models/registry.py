@@ -6,11 +6,10 @@ constructor taking those options; songpref's own `tiny` and `levo` register the 
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
-
 from pydantic import ValidationError
 
 from pipeline.models.base import SongModel
+from pipeline.registry import registered, registered_names
 
 GROUP = "songpref.models"
 
@@ -20,15 +19,15 @@ class ModelPluginError(ValueError):
 
 
 def available_models() -> list[str]:
-    return sorted(ep.name for ep in entry_points(group=GROUP))
+    return registered_names(GROUP)
 
 
 def song_model_class(name: str) -> type[SongModel]:
     """The plugin class called `name`; LookupError when none is installed under that name."""
-    found = [ep for ep in entry_points(group=GROUP) if ep.name == name]
-    if not found:
+    plugins = registered(GROUP)
+    if name not in plugins:
         raise LookupError(name)
-    return found[0].load()
+    return plugins[name]
 
 
 def load_song_model(name: str, options: dict) -> SongModel:

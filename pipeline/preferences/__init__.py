@@ -29,9 +29,14 @@ def get_preference(name: str) -> Preference:
         raise ValueError(f"unknown preference {name!r}; known: {', '.join(preferences())}") from None
 
 
+def score_tables() -> list[str]:
+    """The score tables (scores/<table>) the preferences read, each once, in registry order."""
+    return list(dict.fromkeys(p.table for p in preferences().values()))
+
+
 def strategy_names() -> list[str]:
     """What pairs, DPO and the CLI offer: every preference, then joint."""
     return [*preferences(), JOINT]
 
 
-__all__ = ["JOINT", "Preference", "get_preference", "preferences", "strategy_names"]
+__all__ = ["JOINT", "Preference", "get_preference", "preferences", "score_tables", "strategy_names"]

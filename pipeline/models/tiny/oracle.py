@@ -42,7 +42,6 @@ class MusicalityWeights(BaseModel):
     no_silence: float = Field(1.5, ge=0)
 
 
-
 def _chord_at(score: Score, step: int):
     for chord in score.chords:
         if chord.start <= step < chord.start + chord.duration:
@@ -120,14 +119,16 @@ def decode_candidate(tokens: dict, condition: dict) -> Score:
     return SymbolicCodec().decode(tokens, condition, lyric_words(condition.get("lyric", "")))
 
 
-def oracle_metrics(tokens: dict, condition: dict, weights: MusicalityWeights | None = None) -> dict[str, float]:
-    """Every oracle metric of one sampled song (its token streams) for its condition."""
+def oracle_metrics(tokens: dict, condition: dict, weights: MusicalityWeights | None = None,
+                   score: Score | None = None) -> dict[str, float]:  # fmt: skip
+    """Every oracle metric of one sampled song (its token streams) for its condition; `score`: the
+    song already decoded, if the caller has it."""
     from pipeline.models.tiny.codec import lyric_words, word_error_rate
     from pipeline.models.tiny.composer import mode_for
     from pipeline.vocab import tempo_bucket
 
     words = lyric_words(condition.get("lyric", ""))
-    score = decode_candidate(tokens, condition)
+    score = score or decode_candidate(tokens, condition)
     described = condition.get("tempo") or tempo_bucket(condition["bpm"])
     return {
         "symbolic_wer": 100.0 * word_error_rate(score, words),  # x100, as PER

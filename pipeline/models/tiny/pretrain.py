@@ -34,6 +34,7 @@ from pipeline.lyrics.template import THEMES, TemplateGenerator, TemplateOptions,
 from pipeline.models.tiny.card import write_model_card
 from pipeline.models.tiny.codec import SymbolicCodec, lyric_words, word_error_rate
 from pipeline.models.tiny.composer import SCALES, compose, mode_for
+from pipeline.models.tiny.oracle import oracle_metrics
 from pipeline.models.tiny.model import HEADER_LEN, TinyLeLM, TinyLeLMConfig
 from pipeline.vocab import load_vocabulary, tempo_bucket
 
@@ -291,9 +292,9 @@ def evaluate_spread(model: TinyLeLM, conditions: list[dict], n_candidates: int =
         for tokens in model.sample_batch(cond, seeds, temperature=1.0, max_frames=max_frames):
             score = CODEC.decode(tokens, cond, words)
             share = in_key_share(score)
-            rows.append({"wer": word_error_rate(score, words),
-                         "tempo": tempo_bucket(score.tempo_bpm) == (cond.get("tempo") or tempo_bucket(cond["bpm"])),
-                         "mode": score.mode == mode_for(cond.get("emotion", "")),
+            oracle = oracle_metrics(tokens, cond, score=score)
+            rows.append({"wer": word_error_rate(score, words), "tempo": oracle["tempo_hit"] == 1.0,
+                         "mode": oracle["mode_hit"] == 1.0,
                          "in_key": 0.0 if share is None else share, "frames": len(tokens["mixed"])})  # fmt: skip
     n = max(len(rows), 1)
     mean = lambda f: sum(f(r) for r in rows) / n  # noqa: E731
