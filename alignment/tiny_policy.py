@@ -16,6 +16,7 @@ import torch
 from transformers import GenerationConfig
 from trl.trainer.utils import FusedCausalLMOutput
 
+from pipeline.models.tiny.codec import MAX_WORDS, N_PITCH, VOCAL_NOTE_BASE
 from pipeline.models.tiny.model import STREAMS, TinyLeLM
 from pipeline.models.tiny.preference_text import PREFIX_FIELDS, PREFIX_LETTERS, STREAM_LETTERS, TokenLayout
 
@@ -28,8 +29,11 @@ class TinyPolicy(TinyLeLM):
     # DPOTrainer must not patch this forward with a single-head fused LM head (see alignment.dpo).
     computes_fused_log_probs = True
     # The streams whose tokens get log-probabilities; the others count as unscored (0), so DPO
-    # compares songs on these streams only (DpoOptions.streams = "preference").
+    # compares songs on these streams only (DpoOptions.streams: "preference" or a list).
     scored_streams: tuple[str, ...] = STREAMS
+    # What a vocals note's log-probability counts: "note" (word position and pitch, as sampled) or
+    # "word" (pitch marginalised out: only the choice the lyric decides; DpoOptions.vocal_factor).
+    vocal_factor: str = "note"
 
     def __init__(self, config):
         super().__init__(config)
@@ -53,7 +57,7 @@ class TinyPolicy(TinyLeLM):
             logits, target = out.logits[s], out.targets[s]
             logp = logits.log_softmax(-1)
             per_token = {
-                "log_probs": logp.gather(-1, target.clamp(min=0)[..., None])[..., 0],
+                "log_probs": self._target_log_probs(s, logp, target.clamp(min=0)),
                 "entropy": -(logp.exp() * logp).sum(-1).detach(),
                 "mean_logits": logits.detach().mean(-1),
             }
@@ -71,6 +75,16 @@ class TinyPolicy(TinyLeLM):
         count = num_items_in_batch or max(int((labels[:, 1:] != -100).sum()) if labels is not None else shape[0] * shape[1], 1)
         loss = -fields["log_probs"].sum() / count
         return FusedCausalLMOutput(loss=loss, is_top1=is_top1, **fields)
+
+    def _target_log_probs(self, stream: str, logp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """log p(target) per position; a vocals note under vocal_factor "word" as log p(its word)."""
+        picked = logp.gather(-1, target[..., None])[..., 0]
+        if stream != "vocals" or self.vocal_factor == "note":
+            return picked
+        words = logp[..., VOCAL_NOTE_BASE:].unflatten(-1, (MAX_WORDS, N_PITCH)).logsumexp(-1)
+        is_note = target >= VOCAL_NOTE_BASE
+        word = ((target - VOCAL_NOTE_BASE).clamp(min=0) // N_PITCH)
+        return torch.where(is_note, words.gather(-1, word[..., None])[..., 0], picked)
 
     def read_row(self, ids: torch.Tensor) -> tuple[dict, dict, dict]:
         """One row of ids -> (encoded prefix, song streams, positions of each stream's

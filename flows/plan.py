@@ -55,6 +55,7 @@ def plan_round(config: RoundConfig, manifest: dict | None = None, until: str | N
         "merge": (len(config.sweep.named), f"DNI at {', '.join(sorted(config.sweep.named))}"),
         "sweep": (points, f"{grid} grid points (step {config.sweep.step}), named points, base, joint; "
                           f"{config.sweep.prompts} prompts x {config.sweep.seeds} seeds each"),
+        "ablation": (1, _ablation_text(config)),
     }  # fmt: skip
     stages = (manifest or {}).get("stages", {})
     planned = []
@@ -70,6 +71,15 @@ def plan_round(config: RoundConfig, manifest: dict | None = None, until: str | N
         recorded = f"{record['status']}, {len(record.get('outputs') or {})} shards" if record else "not run"
         planned.append(PlannedPart(part, shards, builds, recorded))
     return planned
+
+
+def _ablation_text(config: RoundConfig) -> str:
+    a = config.sweep.ablation
+    if a.prompts == 0 or config.model.backend != "tiny":
+        return "skipped (" + ("sweep.ablation.prompts is 0" if a.prompts == 0 else f"no oracle for {config.model.backend}") + ")"
+    audio = f", {a.songs} of them rendered and scored" if a.songs else ""
+    edges = f", simplex edges at step {a.edges}" if a.edges else ""
+    return f"oracle metrics of every model on {a.prompts} fresh prompts x {a.seeds} seeds{audio}{edges}"
 
 
 def needs(config: RoundConfig) -> list[Need]:

@@ -76,8 +76,10 @@ def _simple_stage(name: str) -> type[Stage]:
         from pipeline.stages.pairs import PairsStage as found
     elif name == "merge":
         from alignment.merge.stage import MergeStage as found
-    else:
+    elif name == "sweep":
         from alignment.sweep.stage import SweepStage as found
+    else:
+        from alignment.sweep.ablation_stage import AblationStage as found
     return found
 
 

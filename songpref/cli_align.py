@@ -56,6 +56,10 @@ def ablation_command(
     round_dir: RoundArg,
     prompts: Annotated[int, typer.Option(help="Fresh held-out prompts (never in the round).")] = 64,
     seeds: Annotated[int, typer.Option(help="Songs per prompt and model; the same seeds for every model.")] = 4,
+    edges: Annotated[Optional[float], typer.Option(help="Also sample every simplex edge at this weight step "
+                                                        "(e.g. 0.25) and report controllability.")] = None,
+    songs: Annotated[int, typer.Option(help="Also render and score the first N of those songs per model with the "
+                                            "round's own scorers (PER, similarity, reward).")] = 0,
 ) -> None:
     """Token-only ablation on the embedded world's oracle metrics (symbolic WER, tempo and mode hit, the crowd's
     utility): base, every DPO model and every merged point on the same fresh songs, paired differences vs base."""
@@ -63,9 +67,13 @@ def ablation_command(
     from pipeline.store import RoundStore
 
     config = round_config(round_dir)
+    if edges is not None and not 0 < edges <= 0.5:
+        fail(f"--edges {edges}: the weight step must lie in (0, 0.5] (an edge needs a point between its ends)")
+    if not 0 <= songs <= prompts * seeds:
+        fail(f"--songs {songs}: must lie in [0, {prompts * seeds}] (the ablation's {prompts} prompts x {seeds} seeds)")
     try:
         _, markdown = oracle_ablation(config, RoundStore(round_dir), prompts, seeds,
-                                      progress=lambda name: console.print(f"sampled {name}"))  # fmt: skip
+                                      progress=console.print, edge_step=edges, audio_songs=songs)  # fmt: skip
     except ValueError as exc:
         fail(str(exc))
     print(markdown)

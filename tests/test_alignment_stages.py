@@ -100,7 +100,7 @@ def test_oracle_ablation_asks_every_model_for_the_same_fresh_songs(trained):
     from alignment.sweep.oracle import oracle_ablation
 
     root, store, _ = trained
-    table, markdown = oracle_ablation(CONFIG, store, prompts=3, seeds=2)
+    table, markdown = oracle_ablation(CONFIG, store, prompts=3, seeds=2, edge_step=0.5)
     songs = pd.read_parquet(root / "ablation/oracle.parquet")
     assert {"base", "lyrics", "prompt", "musicality", "joint"} <= set(songs["model"])
     per_model = songs.groupby("model")[["prompt_id", "seed"]].apply(lambda f: sorted(map(tuple, f.to_numpy())))
@@ -111,3 +111,31 @@ def test_oracle_ablation_asks_every_model_for_the_same_fresh_songs(trained):
     base = table[table["model"] == "base"]
     assert (base["diff"] == 0).all() and songs["symbolic_wer"].between(0, 100).all() and songs["utility"].between(0, 1).all()
     assert "**" in markdown and (root / "ablation/oracle.md").is_file()
+    # the simplex edges on the same songs: 3 edges x 3 points = 6 distinct models (vertices shared)
+    edges = pd.read_parquet(root / "ablation/controllability.parquet")
+    assert edges["point"].nunique() == 6 and len(edges) == 6 * 6
+    assert edges.groupby("point")[["prompt_id", "seed"]].apply(lambda f: sorted(map(tuple, f.to_numpy()))).map(
+        lambda keys: keys == per_model["base"]).all()  # fmt: skip
+    vertex = edges[edges["point"] == "lyrics1.00-prompt0.00-musicality0.00"].drop(columns=["point", "w_lyrics", "w_prompt", "w_musicality"])
+    assert vertex.reset_index(drop=True).equals(songs[songs["model"] == "lyrics"].drop(columns="model").reset_index(drop=True))
+    assert "Spearman" in markdown and (root / "ablation/controllability.png").stat().st_size > 10_000
+
+
+def test_the_ablation_stage_reports_oracle_and_audio_columns_in_the_round_report(trained):
+    root, store, _ = trained
+    ablation = config({"dpo": DPO, "sweep": {**SWEEP, "ablation": {"prompts": 2, "seeds": 2, "songs": 2}}})
+    record = run_stage_locally("ablation", ablation, store)
+    assert record["status"] == "done", record.get("errors")
+    assert record["metrics"]["songs_per_model"] == 4 and record["metrics"]["models"] >= 5
+    audio = pd.read_parquet(root / "ablation/audio.parquet")
+    oracle = pd.read_parquet(root / "ablation/oracle.parquet")
+    for model, songs in audio.groupby("model"):  # the audio columns score the first of the oracle's songs
+        first = oracle[oracle["model"] == model].head(len(songs))
+        assert list(zip(songs["prompt_id"], songs["seed"])) == list(zip(first["prompt_id"], first["seed"]))
+    assert run_stage_locally("ablation", ablation, store)["metrics"]["shards_built"] == 0
+    report = (root / "report.md").read_text()
+    assert "## Oracle metrics" in report and "## The round's own scorers on the same songs" in report
+    assert report.count("## Oracle metrics") == 1  # the rerun replaced its section, never appended a second
+    off = config({"dpo": DPO, "sweep": {**SWEEP, "ablation": {"prompts": 0}}})
+    skipped = run_stage_locally("ablation", off, store)
+    assert skipped["metrics"]["status"] == "skipped" and "prompts is 0" in skipped["metrics"]["reason"]

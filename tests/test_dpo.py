@@ -11,6 +11,7 @@ from alignment.dpo.options import DpoOptions, LoraOptions
 from alignment.dpo.trainer import last_checkpoint, train_dpo
 from alignment.policy import kl_estimate
 from alignment.tiny_policy import TinyPolicy
+from pipeline.models.tiny.codec import VOCAL_NOTE_BASE
 from pipeline.models.tiny.preference_text import TinySongTokenizer, TokenLayout, completion_text, prompt_text
 from pipeline.models.tiny.song_model import CHECKPOINT_DIR
 
@@ -83,6 +84,22 @@ def test_trl_log_probs_equal_the_models_teacher_forced_ones(policy, songs, datas
     finally:
         del policy.scored_streams  # back to the class default: every stream
     assert torch.allclose(vocal.log_probs.sum(1), expected["mixed"] + expected["vocals"], atol=1e-4)
+    # vocal_factor "word": a sung note counts as its word (pitch summed out), so each note's
+    # log-probability rises to its word's marginal and rests, holds and other streams stay as they were
+    policy.vocal_factor = "word"
+    try:
+        with torch.no_grad():
+            words = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels)
+    finally:
+        del policy.vocal_factor
+    notes = torch.zeros_like(labels[:, 1:], dtype=torch.bool)
+    for b, ids in enumerate(batch["input_ids"]):
+        _, tokens, where = policy.read_row(ids)
+        sung = torch.tensor(tokens["vocals"]) >= VOCAL_NOTE_BASE
+        notes[b, where["vocals"][sung] - 1] = True
+    assert notes.any() and (words.log_probs[notes] > out.log_probs[notes] + 1e-6).all()
+    assert torch.allclose(words.log_probs[~notes], out.log_probs[~notes], atol=1e-6)
+    assert (words.log_probs <= 1e-6).all()
 
 
 def test_dpo_trains_checkpoints_and_resumes(policy, dataset, tmp_path):

@@ -5,6 +5,8 @@ import random
 import numpy as np
 import pandas as pd
 
+from alignment.sweep.controllability import edge_markdown, edge_table, edges
+from alignment.sweep.grid import point_name
 from alignment.sweep.oracle import paired_difference
 from pipeline.config import RoundConfig
 from pipeline.models.tiny.codec import SymbolicCodec, lyric_words
@@ -41,3 +43,26 @@ def test_a_child_round_continues_its_parents_chosen_policy():
     assert config.model.options["checkpoint"] == "/rounds/r1/sweep/chosen"
     pinned = RoundConfig.model_validate({"parent": "/rounds/r1", "model": {"options": {"checkpoint": "/elsewhere"}}})
     assert pinned.model.options["checkpoint"] == "/elsewhere"
+
+
+def test_controllability_reads_each_edge_both_ways():
+    axes = ["lyrics", "prompt", "musicality"]
+    on_edges = edges(axes, 0.25)
+    assert list(on_edges) == [("lyrics", "prompt"), ("lyrics", "musicality"), ("prompt", "musicality")]
+    assert [w["lyrics"] for w in on_edges[("lyrics", "prompt")]] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert all(w["musicality"] == 0 for w in on_edges[("lyrics", "prompt")])
+    # a world where WER falls with lyrics' weight and utility rises with musicality's, tempo flat
+    rows = []
+    for weights in {point_name(w): w for ws in on_edges.values() for w in ws}.values():
+        for prompt in ("a", "b"):
+            rows.append({"point": point_name(weights), "prompt_id": prompt, "seed": 1,
+                         "symbolic_wer": 30 - 20 * weights["lyrics"] + (prompt == "b"),
+                         "utility": 0.5 + 0.1 * weights["musicality"], "tempo_hit": 0.8})  # fmt: skip
+    own = {"lyrics": ("symbolic_wer",), "prompt": ("tempo_hit",), "musicality": ("utility",)}
+    table = edge_table(pd.DataFrame(rows), axes, 0.25, own).set_index(["edge", "grows"])
+    assert np.isclose(table.loc[("lyrics–prompt", "lyrics"), "spearman"], 1.0) and table.loc[("lyrics–prompt", "lyrics"), "monotone"]
+    assert np.isclose(table.loc[("lyrics–musicality", "musicality"), "spearman"], 1.0)
+    assert table.loc[("lyrics–prompt", "lyrics"), "at_0"] == 30.5 and table.loc[("lyrics–prompt", "lyrics"), "at_1"] == 10.5
+    flat = table.loc[("lyrics–prompt", "prompt")]
+    assert not flat["monotone"] and np.isnan(flat["spearman"])  # a flat metric is no evidence of control
+    assert "| lyrics–prompt | lyrics | symbolic wer | 5 | +1.00 | yes | 30.5 → 10.5 |" in edge_markdown(table.reset_index())

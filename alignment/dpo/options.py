@@ -14,6 +14,9 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_serializer
 
 from pipeline.preferences import JOINT, preferences, strategy_names
+from pipeline.preferences.base import POLICY_STREAMS
+
+POLICY_STREAM = Literal[POLICY_STREAMS]  # one stream's name
 
 
 class LoraOptions(BaseModel):
@@ -57,9 +60,14 @@ class DpoOptions(BaseModel):
     gradient_checkpointing: bool = Field(
         False, description="DPOConfig.gradient_checkpointing (TRL's default is on; the tiny policy does not support it)."
     )
-    streams: Literal["all", "preference"] = Field(
+    streams: Literal["all", "preference"] | list[POLICY_STREAM] = Field(
         "all", description="Which token streams of a multi-stream policy DPO's log-probabilities sum over: all (the "
-        "paper's setting), or only the streams the preference declares (its `streams`; joint: all)."
+        "paper's setting), only the streams the preference declares (its `streams`; joint: all), or these streams "
+        f"(a list of {', '.join(POLICY_STREAMS)})."
+    )
+    vocal_factor: Literal["note", "word"] = Field(
+        "note", description="What a sung note's log-probability counts in a multi-stream policy: the whole note "
+        "(word and pitch, the paper's setting), or its word only (pitch marginalised: what the lyric decides)."
     )
     threads: int | None = Field(None, ge=1, description="torch CPU threads; null: torch's default.")
     device: Literal["auto", "cpu"] = Field("auto", description="'cpu' forces the CPU even where a GPU is present.")

@@ -79,8 +79,10 @@ class DpoStage(Stage):
         data = load_dataset("parquet", data_files=files, cache_dir=str(run_dir / "datasets-cache"))
         model, tokenizer, folder = load_policy(self.config.model.backend, self.config.model.options, options.policy)
         run = DpoOptions.model_validate(spec.params["run"])
-        if run.streams == "preference":
-            self._score_preference_streams(model)
+        if run.streams != "all":
+            self._score_streams(model, run.streams)
+        if run.vocal_factor != "note":
+            self._score_vocal_words(model)
         trained, metrics = train_dpo(model, tokenizer, data["train"], run, run_dir,
                                      spec.params["seed"], eval_dataset=data.get("test"))  # fmt: skip
         metrics["kl"] = self._kl(trained, options, data, spec.params["seed"])
@@ -93,13 +95,21 @@ class DpoStage(Stage):
         summary = {k: v for k, v in metrics.get("eval", {}).items() if k.startswith("eval_rewards/")}
         return pa.Table.from_pylist(rows, schema=LOG_SCHEMA), {"status": "trained", **summary, **metrics["kl"]}
 
-    def _score_preference_streams(self, model) -> None:
-        """DPO compares songs on the streams the preference declares (joint: every stream)."""
+    def _score_streams(self, model, streams) -> None:
+        """DPO compares songs on the given streams, or on those the preference declares (joint: every stream)."""
         if not hasattr(model, "scored_streams"):
-            raise ValueError(f"dpo/{self.strategy}: streams 'preference' needs a multi-stream policy (the tiny model); "
+            raise ValueError(f"dpo/{self.strategy}: streams {streams!r} needs a multi-stream policy (the tiny model); "
                              f"{type(model).__name__} scores one token stream")  # fmt: skip
-        if self.strategy != JOINT:
+        if streams != "preference":
+            model.scored_streams = tuple(streams)
+        elif self.strategy != JOINT:
             model.scored_streams = tuple(preferences()[self.strategy].streams)
+
+    def _score_vocal_words(self, model) -> None:
+        if not hasattr(model, "vocal_factor"):
+            raise ValueError(f"dpo/{self.strategy}: vocal_factor 'word' needs a multi-stream policy with a vocals "
+                             f"stream (the tiny model); {type(model).__name__} has none")  # fmt: skip
+        model.vocal_factor = "word"
 
     def summarize(self, results, seconds: float) -> dict:
         return {key: value for result in results for key, value in result.metrics.items()}

@@ -30,13 +30,18 @@ def metric_directions() -> dict[str, bool]:
     return {p.score: p.higher_is_better for p in preferences().values()}
 
 
+def evaluation_seeds(seed: int, count: int) -> list[int]:
+    """The seeds every evaluated policy samples each prompt with (sweep, ablation, oracle)."""
+    return [derive_seed(seed, "evaluate", j) for j in range(count)]
+
+
 class PolicyEvaluator:
     """Scores policies on `conditions` x `seeds_per_prompt` songs with the round's score kinds."""
 
     def __init__(self, config, store, conditions: list[dict], seeds_per_prompt: int, seed: int):
         self.config = config
         self.conditions = sorted(conditions, key=lambda c: c["condition_id"])
-        self.seeds = [derive_seed(seed, "evaluate", j) for j in range(seeds_per_prompt)]
+        self.seeds = evaluation_seeds(seed, seeds_per_prompt)
         self.kinds = {table: get_kind(table) for table in score_tables()}
         self.scorers = {table: kind.load(config, store) for table, kind in self.kinds.items()}
 

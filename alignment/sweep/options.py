@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.preferences import preferences
 
@@ -17,6 +17,25 @@ def _equal_weights() -> dict[str, dict[str, float]]:
 
 def _every_metric() -> dict[str, float]:
     return {p.score: 1.0 for p in preferences().values()}
+
+
+class AblationOptions(BaseModel):
+    """The ablation stage: every model of the round asked for the same fresh held-out songs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompts: int = Field(32, ge=0, description="Fresh held-out prompts (never in the round); 0: no ablation.")
+    seeds: int = Field(4, ge=1, description="Songs per prompt and model; the same seeds for every model.")
+    songs: int = Field(0, ge=0, description="Of those songs, how many per model are also rendered and scored by the "
+                                            "round's own scorers (the audio columns); 0: oracle columns only.")
+    edges: float | None = Field(None, gt=0, le=0.5, description="Also sample every simplex edge at this weight step "
+                                                                "and report controllability; null: no edges.")
+
+    @model_validator(mode="after")
+    def _songs_within_the_ablation(self):
+        if self.songs > self.prompts * self.seeds:
+            raise ValueError(f"songs: {self.songs} is more than the ablation's {self.prompts} prompts x {self.seeds} seeds")
+        return self
 
 
 class SweepOptions(BaseModel):
@@ -35,6 +54,10 @@ class SweepOptions(BaseModel):
     )
     prompts: int = Field(8, ge=1, description="Held-out prompts to sample (the pairs' test split first, then train).")
     seeds: int = Field(2, ge=1, description="Songs per prompt and point; the same seeds for every point.")
+    ablation: AblationOptions = Field(
+        default_factory=AblationOptions,
+        description="The ablation stage (tiny model): oracle metrics of base, every DPO model and named point on fresh songs.",
+    )
     utility: dict[str, float] = Field(
         default_factory=_every_metric,
         description="Weights of the declared utility (each preference's metric, by score name, scaled to [0, 1] over "

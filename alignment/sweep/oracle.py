@@ -49,11 +49,12 @@ def sample_oracle(config, checkpoint: Path, conditions: list[dict], seeds: list[
 
     if config.model.backend != "tiny":
         raise ValueError(f"the oracle ablation reads the tiny model's tokens; model.backend is {config.model.backend!r}")
-    model = load_song_model("tiny", {**config.model.options, "checkpoint": str(checkpoint)}).model
+    song_model = load_song_model("tiny", {**config.model.options, "checkpoint": str(checkpoint)})
     s = config.sampling
     rows = []
-    for condition in conditions:
-        songs = model.sample_batch(condition, seeds, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
+    for condition in conditions:  # as TinySongModel.sample draws them: the same songs the audio columns score
+        songs = song_model.model.sample_batch(condition, seeds, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+                                              max_frames=song_model.options.max_frames)  # fmt: skip
         for seed, tokens in zip(seeds, songs):
             rows.append({"prompt_id": condition["condition_id"], "seed": seed, **oracle_metrics(tokens, condition)})
     return pd.DataFrame(rows)
@@ -64,6 +65,7 @@ def paired_difference(model: pd.DataFrame, base: pd.DataFrame, metric: str, resa
     """Mean of `metric` for the model and its difference from base over the same (prompt, seed)
     songs, with a 95 % bootstrap interval over prompts (songs of one prompt are not independent)."""
     joined = model.merge(base, on=["prompt_id", "seed"], suffixes=("", "_base"))
+    joined = joined[joined[metric].notna() & joined[f"{metric}_base"].notna()]  # a song a scorer failed on
     per_prompt = (joined[metric] - joined[f"{metric}_base"]).groupby(joined["prompt_id"]).mean().to_numpy()
     rng = np.random.default_rng(seed)
     means = per_prompt[rng.integers(0, len(per_prompt), size=(resamples, len(per_prompt)))].mean(axis=1)
@@ -72,34 +74,40 @@ def paired_difference(model: pd.DataFrame, base: pd.DataFrame, metric: str, resa
 
 
 REPORTED = (*ORACLE_METRICS, "frames")  # frames: the songs' length, to see a policy's length drift
+ORACLE_LABELS = {m: f"{m.replace('_', ' ')} {'↑' if up else '↓'}" for m, up in ORACLE_METRICS.items()} | {
+    "frames": "length (frames)"}
 
 
-def ablation_frame(songs: dict[str, pd.DataFrame], base: str = "base") -> pd.DataFrame:
-    """One row per model and metric (and length): mean, paired difference from base and its interval."""
+def ablation_frame(songs: dict[str, pd.DataFrame], metrics=REPORTED, base: str = "base") -> pd.DataFrame:
+    """One row per model and metric: mean, paired difference from base and its interval."""
     rows = []
     for name, frame in songs.items():
-        for metric in REPORTED:
+        for metric in metrics:
             rows.append({"model": name, "metric": metric, **paired_difference(frame, songs[base], metric)})
     return pd.DataFrame(rows)
 
 
-def ablation_markdown(table: pd.DataFrame, own: dict[str, tuple[str, ...]]) -> str:
+def ablation_markdown(table: pd.DataFrame, own: dict[str, tuple[str, ...]], labels: dict[str, str] = ORACLE_LABELS,
+                      failed: dict[str, int] | None = None) -> str:  # fmt: skip
     """Markdown: one row per model, per metric its mean and Δ vs base [95 %]; a model's own target
-    metrics (`own`: model -> oracle metrics of its preference) in bold."""
-    labels = {m: f"{m.replace('_', ' ')} {'↑' if up else '↓'}" for m, up in ORACLE_METRICS.items()} | {"frames": "length (frames)"}
-    lines = ["| model | songs | " + " | ".join(labels.values()) + " |", "|---|---|" + "---|" * len(labels)]
+    metrics (`own`: model -> metrics of its preference) in bold; `failed`: songs a scorer could
+    not score, per model (those songs are left out of that metric's pairs)."""
+    extra = ["failed"] if failed is not None else []
+    lines = ["| model | songs | " + " | ".join([*extra, *labels.values()]) + " |",
+             "|---|---|" + "---|" * (len(labels) + len(extra))]  # fmt: skip
     for name, group in table.groupby("model", sort=False):
-        cells = []
-        for metric, row in group.set_index("metric").loc[list(REPORTED)].iterrows():
+        cells = [str(failed.get(name, 0))] if failed is not None else []
+        for metric, row in group.set_index("metric").loc[list(labels)].iterrows():
             cell = f"{row['mean']:.3g}" if name == "base" else (
                 f"{row['mean']:.3g} (Δ {row['diff']:+.3g} [{row['low']:+.3g}, {row['high']:+.3g}])")  # fmt: skip
             cells.append(f"**{cell}**" if metric in own.get(name, ()) else cell)
-        lines.append(f"| {name} | {int(group['songs'].iloc[0])} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {int(group['songs'].max())} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def round_models(config, store) -> dict[str, Path]:
-    """The models of a round to compare: base, each trained DPO model, each merged named point."""
+    """The models of a round to compare: base, each trained DPO model, each merged named point and
+    the sweep's chosen point."""
     from alignment.merge.stage import trained_models
     from alignment.policy import policy_folder
 
@@ -107,30 +115,98 @@ def round_models(config, store) -> dict[str, Path]:
     models |= {name: Path(store.path(folder)) for name, folder in trained_models(store).items()}
     models |= {name: Path(store.path("merge", name)) for name in sorted(config.sweep.named)
                if store.exists(f"merge/{name}/config.json")}  # fmt: skip
+    if store.exists("sweep/chosen/config.json"):  # the sweep's pick: what a child round starts from
+        models["chosen"] = Path(store.path("sweep", "chosen"))
     return models
 
 
-def oracle_ablation(config, store, prompts: int, seeds: int, progress=None) -> tuple[pd.DataFrame, str]:
+def oracle_ablation(config, store, prompts: int, seeds: int, progress=None, edge_step: float | None = None,
+                    audio_songs: int = 0) -> tuple[pd.DataFrame, str]:  # fmt: skip
     """Sample every model of the round on `prompts` fresh conditions x `seeds` seeds; writes
     ablation/oracle.parquet (one row per song and model) and ablation/oracle.md; returns the
-    per-model table and its markdown."""
+    per-model table and the markdown. With `audio_songs`, the first that many of those songs are
+    also rendered and scored by the round's own scorers (alignment.sweep.evaluate): the audio
+    columns, ablation/audio.parquet. With `edge_step`, the simplex edges at that step on the same
+    songs (alignment.sweep.controllability): ablation/controllability.{parquet,md,png}."""
     import pyarrow as pa
 
+    from alignment.sweep.evaluate import evaluation_seeds
     from pipeline.preferences import preferences
 
     conditions = held_out_conditions(config, prompts, Path(store.path("ablation", "held-out")))
-    seed_list = [derive_seed(config.seed, "oracle", j) for j in range(seeds)]
+    seed_list = evaluation_seeds(config.seed, seeds)
+    models = round_models(config, store)
     songs = {}
-    for name, checkpoint in round_models(config, store).items():
+    for name, checkpoint in models.items():
         songs[name] = sample_oracle(config, checkpoint, conditions, seed_list)
         if progress:
-            progress(name)
+            progress(f"sampled {name}")
+    own = {p.name: p.oracles for p in preferences().values()}
     table = ablation_frame(songs)
-    markdown = ablation_markdown(table, {p.name: p.oracles for p in preferences().values()})
+    markdown = ablation_markdown(table, own)
     every = pd.concat([frame.assign(model=name) for name, frame in songs.items()], ignore_index=True)
     store.write_table("ablation/oracle.parquet", pa.Table.from_pandas(every, preserve_index=False))
     note = (f"{len(conditions)} fresh held-out prompts x {seeds} seeds = {len(conditions) * seeds} songs per model, the same "
             "songs asked of every model; mean, and Δ vs base with a 95 % bootstrap interval over prompts. Bold: the "
             "model's own preference's target. Oracle metrics read from the songs' tokens (no audio, no ASR).")  # fmt: skip
-    store.write_bytes("ablation/oracle.md", f"# Oracle ablation\n\n{markdown}\n\n{note}\n".encode("utf-8"))
-    return table, markdown
+    text = f"## Oracle metrics (the embedded world's ground truth)\n\n{markdown}\n\n{note}\n"
+    if audio_songs:
+        text += "\n" + audio_report(config, store, models, conditions, seeds, audio_songs, progress)
+    if edge_step is not None:
+        text += "\n" + edge_report(config, store, conditions, seed_list, edge_step, own, songs, progress)
+    store.write_bytes("ablation/oracle.md", f"# Ablation\n\n{text}".encode("utf-8"))
+    return table, text
+
+
+def audio_report(config, store, models: dict[str, Path], conditions: list[dict], seeds: int, count: int,
+                 progress=None) -> str:  # fmt: skip
+    """The first `count` ablation songs of every model rendered and scored as candidates are; the
+    paired table on each preference's own metric. Writes ablation/audio.parquet."""
+    import math
+    import time
+
+    import pyarrow as pa
+
+    from alignment.sweep.evaluate import PolicyEvaluator, metric_directions
+    from alignment.sweep.report import metric_labels
+    from pipeline.preferences import preferences
+
+    started = time.perf_counter()
+    prompts = conditions[: math.ceil(count / seeds)]
+    evaluator = PolicyEvaluator(config, store, prompts, seeds, config.seed)
+    songs = {}
+    for name, checkpoint in models.items():
+        songs[name] = evaluator.evaluate(checkpoint, Path(store.path("ablation", ".audio-work", name)))
+        if progress:
+            progress(f"rendered and scored {name}")
+    every = pd.concat([frame.assign(model=name) for name, frame in songs.items()], ignore_index=True)
+    store.write_table("ablation/audio.parquet", pa.Table.from_pandas(every, preserve_index=False))
+    table = ablation_frame(songs, list(metric_directions()))
+    failed = {name: int(frame["error"].notna().sum()) for name, frame in songs.items()}
+    own = {p.name: (p.score,) for p in preferences().values()}
+    markdown = ablation_markdown(table, own, metric_labels(), failed)
+    seconds = time.perf_counter() - started
+    return (f"## The round's own scorers on the same songs\n\n{markdown}\n\n{len(prompts)} prompts x {seeds} seeds = "
+            f"{len(prompts) * seeds} songs per model, the first of the songs above (same prompts, same seeds), rendered "
+            f"and scored as candidates are; failed: songs a scorer could not score (e.g. too short), left out of the "
+            f"pairs. {seconds:.0f} s for {len(models)} models.\n")  # fmt: skip
+
+
+def edge_report(config, store, conditions: list[dict], seeds: list[int], step: float,
+                own: dict[str, tuple[str, ...]], sampled: dict[str, pd.DataFrame], progress=None) -> str:  # fmt: skip
+    """The controllability table on the ablation's songs; writes ablation/controllability.{parquet,png}."""
+    import pyarrow as pa
+
+    from alignment.sweep import controllability as edges
+
+    songs = edges.sample_edges(config, store, conditions, seeds, step, Path(store.path("ablation", ".work")), sampled,
+                               progress)  # fmt: skip
+    axes = [c.removeprefix("w_") for c in songs.columns if c.startswith("w_")]
+    table = edges.edge_table(songs, axes, step, own)
+    markdown = edges.edge_markdown(table)
+    store.write_table("ablation/controllability.parquet", pa.Table.from_pandas(songs, preserve_index=False))
+    store.write_bytes("ablation/controllability.png", edges.edge_png(songs, table, axes, step, own))
+    note = (f"Every simplex edge at step {step}, on the ablation's songs ({len(conditions)} prompts x {len(seeds)} seeds "
+            "per point). Spearman's ρ between a preference's weight and its own metric (oriented: +1 = better at every "
+            "step). Plot: ablation/controllability.png.")  # fmt: skip
+    return f"## Controllability along the simplex edges\n\n{markdown}\n\n{note}\n"

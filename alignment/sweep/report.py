@@ -128,7 +128,7 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join([head, "|" + "---|" * len(frame.columns), *rows])
 
 
-def _png(fig) -> bytes:
+def figure_png(fig) -> bytes:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -177,7 +177,7 @@ def _pareto_png(frame: pd.DataFrame, chosen: str) -> bytes:
         ax.legend(fontsize=6, loc="best")
     fig.suptitle("Sweep: mean and 95 % interval per point; grid points labelled by their weights", fontsize=9)
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _simplex_png(grid: pd.DataFrame, axes: list[str]) -> bytes:
@@ -199,4 +199,4 @@ def _simplex_png(grid: pd.DataFrame, axes: list[str]) -> bytes:
     fig.colorbar(dots, ax=ax, label="declared utility")
     ax.set_axis_off()
     ax.set_title("DNI weights: utility over the simplex")
-    return _png(fig)
+    return figure_png(fig)
