@@ -155,16 +155,20 @@ class ProfileOneStep(TrainerCallback):
         self.step, self.profiler, self.summary, self.began = step, None, None, 0.0
 
     def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step == self.step and torch.cuda.is_available():
-            torch.cuda.synchronize()
-            self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
+        if state.global_step == self.step:
+            cuda = torch.cuda.is_available()
+            if cuda:
+                torch.cuda.synchronize()
+            activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+            self.profiler = torch.profiler.profile(activities=activities)
             self.profiler.__enter__()
             self.began = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.profiler is None or self.summary is not None:
             return
-        torch.cuda.synchronize()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         wall = time.perf_counter() - self.began
         self.profiler.__exit__(None, None, None)
         kinds = {"matmul": 0.0, "attention": 0.0, "optimizer": 0.0, "other": 0.0}
@@ -181,8 +185,49 @@ class ProfileOneStep(TrainerCallback):
             by_name[event.name[:120]] = by_name.get(event.name[:120], 0.0) + seconds
         busy = sum(kinds.values())
         top = sorted(by_name.items(), key=lambda x: -x[1])[:15]
+        ranges: dict[str, float] = {}
+        for event in self.profiler.events():
+            if event.name in TIMED_RANGES:
+                ranges[event.name] = ranges.get(event.name, 0.0) + event.cpu_time_total / 1e6
+        host = sorted(((e.key, e.self_cpu_time_total / 1e6, e.count) for e in self.profiler.key_averages()
+                       if e.self_cpu_time_total > 0), key=lambda x: -x[1])[:15]  # fmt: skip
         self.summary = {"step_seconds_profiled": wall, "kernel_seconds": kinds, "kernel_seconds_total": busy,
-                        "no_kernel_seconds": max(wall - busy, 0.0), "top_kernels": top}  # fmt: skip
+                        "no_kernel_seconds": max(wall - busy, 0.0), "top_kernels": top,
+                        "host_seconds_in": ranges, "host_self_seconds_top": host}  # fmt: skip
+
+
+# Host-side ranges recorded in the profiled step (wall time on the CPU, kernels running or not).
+TIMED_RANGES = {}
+
+
+def time_host_ranges() -> None:
+    """Wrap the step's phases in profiler ranges (the profiled step reports their host time)."""
+    import functools
+
+    from accelerate import Accelerator
+    from transformers import Trainer
+
+    def wrap(owner, attr, name):
+        original = getattr(owner, attr)
+
+        @functools.wraps(original)
+        def timed_call(*args, **kwargs):
+            with torch.profiler.record_function(name):
+                return original(*args, **kwargs)
+
+        setattr(owner, attr, timed_call)
+        TIMED_RANGES[name] = attr
+
+    from pipeline.models.tiny.model import TinyLeLM
+
+    wrap(TinyPolicy, "read_row", "policy.read_row")
+    wrap(TinyLeLM, "stream_states", "policy.stream_states")
+    wrap(TinyPolicy, "forward", "policy.forward")
+    wrap(dpo_module.DPOTrainer, "compute_loss", "trainer.compute_loss")
+    wrap(Trainer, "training_step", "trainer.training_step")
+    wrap(Trainer, "_maybe_log_save_evaluate", "trainer.log_save")
+    wrap(Accelerator, "clip_grad_norm_", "clip_grad_norm")
+    wrap(torch.optim.AdamW, "step", "optimizer.step")
 
 
 def matmul_rate(device: str) -> float | None:
@@ -281,6 +326,9 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*")
+    parser.add_argument("--cudnn-attention", action="store_true",
+                        help="leave SDPA's cuDNN kernel on (it plans each new sequence length on the host: "
+                             "about 2 ms per attention call here); default: flash / memory-efficient only")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.warmup < 2:
@@ -289,6 +337,9 @@ def main() -> None:
         parser.error("--device cuda: no CUDA device is available")
     os.environ.setdefault("TQDM_DISABLE", "1")
     dpo_module.hash_module = lambda module: f"dpo-gpu-{time.time_ns()}"  # a fresh cache key, no 9 GB hash
+    time_host_ranges()
+    if args.device == "cuda" and not args.cudnn_attention:
+        torch.backends.cuda.enable_cudnn_sdp(False)  # for every configuration alike
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     started, load_before = time.perf_counter(), os.getloadavg()
     peak = matmul_rate(args.device)
