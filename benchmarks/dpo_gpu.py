@@ -19,7 +19,9 @@ full fine-tuning again with its two block stacks compiled by torch.compile (comp
 the warm-up and the precompute); reference
 log-probs precomputed everywhere; `--batch` pairs per micro-batch, `--accumulate` micro-batches
 per step. The Llama runs with TRL's default gradient checkpointing (its activations at these
-lengths do not fit otherwise); the policy without.
+lengths do not fit otherwise); the policy without. SDPA's cuDNN kernel is off for every
+configuration unless `--cudnn-attention` (it plans each new sequence length on the host, about
+2 ms a call here, which left the GPU idle; the Llama's long rows run faster with it).
 
 Model FLOPs are counted per row of every training forward (a hook reads the row's ids): per real
 token 2 x (matmul weights it passes through) forward, plus causal attention 2·n²·d per block;
@@ -30,9 +32,11 @@ those FLOPs per second over the timed steps against the card's dense bf16 peak (
 TRL hashes every weight on the CPU to key its reference-log-prob cache (about 9 GB of bytes at
 this size); the script keys it by a fresh name per configuration instead (setup time only).
 One warm-up step is profiled: CUDA kernel time split into matrix products, attention,
-optimizer and the rest, and the step's time with no kernel running.
+optimizer and the rest, the step's time with no kernel running, and the host time spent in its
+phases (the policy's forward and read-back of ids, TRL's loss, the optimizer) and in the top
+host-side calls.
 
-    python benchmarks/dpo_gpu.py [--seconds 150] [--pairs 24] [--steps 10] [--only levo/full ...]
+    python benchmarks/dpo_gpu.py [--seconds 150] [--pairs 24] [--steps 10] [--only levo/full ...] [--cudnn-attention]
     python benchmarks/dpo_gpu.py --preset test --device cpu   # tiny shapes, a check of the script
 """
 
