@@ -20,8 +20,8 @@ the warm-up and the precompute); reference
 log-probs precomputed everywhere; `--batch` pairs per micro-batch, `--accumulate` micro-batches
 per step. The Llama runs with TRL's default gradient checkpointing (its activations at these
 lengths do not fit otherwise); the policy without. SDPA's cuDNN kernel is off for every
-configuration unless `--cudnn-attention` (it plans each new sequence length on the host, about
-2 ms a call here, which left the GPU idle; the Llama's long rows run faster with it).
+configuration unless `--cudnn-attention` (the host spent 2-2.5 ms in each of its calls here,
+the GPU idle meanwhile; the Llama's long rows run faster with it).
 
 Model FLOPs are counted per row of every training forward (a hook reads the row's ids): per real
 token 2 x (matmul weights it passes through) forward, plus causal attention 2·n²·d per block;
@@ -331,8 +331,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*")
     parser.add_argument("--cudnn-attention", action="store_true",
-                        help="leave SDPA's cuDNN kernel on (it plans each new sequence length on the host: "
-                             "about 2 ms per attention call here); default: flash / memory-efficient only")
+                        help="leave SDPA's cuDNN kernel on (the host spent 2-2.5 ms in each of its calls here, "
+                             "the GPU idle meanwhile); default: flash / memory-efficient only")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.warmup < 2:
