@@ -1,10 +1,15 @@
 """Handing tasks to annotators and storing what they rank on the web page.
 
 An annotator first finishes the task they hold (an assignment without a submission); then gets
-the lowest-position task they have not had that still has a free slot (gold tasks always do).
+the lowest-position task they have neither had nor ranked (an admin may have uploaded their
+ranking of it) that still has a free slot (gold tasks always do).
 A slot is claimed by one conditional UPDATE of the task's slot counter (`slots_taken < overlap`),
 atomic in SQLite and PostgreSQL alike, so two servers racing for the last slot cannot both win;
 the loser moves on to the next task. (task, slot) is also unique in the database.
+The candidates are read without row locks: on PostgreSQL a concurrent claim of the same task
+waits for the other transaction and re-checks the counter, so every free slot is handed out
+(locking candidate rows with SKIP LOCKED made concurrent requests skip tasks that still had
+room, and tell annotators there was no work).
 """
 
 from __future__ import annotations
@@ -37,9 +42,9 @@ _ELIGIBLE = select(Task.id).where(
     Task.campaign_id == bindparam("campaign"),
     Task.is_gold | (Task.slots_taken < bindparam("overlap")),
     ~exists().where(Assignment.task_id == Task.id, Assignment.annotator_id == bindparam("annotator")),
-)  # tasks this annotator has not had that have a free slot (gold: always)
-# PostgreSQL: rows another request is claiming are skipped, not waited for (SQLite ignores this).
-_FIRST_ELIGIBLE = select(Task).where(Task.id.in_(_ELIGIBLE)).order_by(Task.position).limit(4).with_for_update(skip_locked=True)
+    ~exists().where(Submission.task_id == Task.id, Submission.annotator_id == bindparam("annotator")),
+)  # tasks this annotator has neither had nor ranked that have a free slot (gold: always)
+_FIRST_ELIGIBLE = select(Task).where(Task.id.in_(_ELIGIBLE)).order_by(Task.position).limit(4)
 _COUNTS = select(
     select(func.count()).where(Submission.annotator_id == bindparam("annotator"), Submission.task_id.is_not(None)).scalar_subquery(),
     select(func.count()).select_from(_ELIGIBLE.subquery()).scalar_subquery(),
@@ -81,7 +86,7 @@ def next_task(session: Session, annotator: Annotator, attempts: int = 5) -> Task
     # SQLite writes are serialised by the service, so only PostgreSQL can see this annotator
     # claim the same task twice at once (two tabs); a savepoint keeps that from failing the request.
     guard = nullcontext if session.get_bind().dialect.name == "sqlite" else session.begin_nested
-    for _ in range(attempts):  # each round looks at a few tasks; a lost race sends us to the next ones
+    for _ in range(attempts):  # each round looks at a few tasks; lost races send us to the next ones
         found = session.scalars(_FIRST_ELIGIBLE, _params(annotator)).all()
         if not found:
             return None
