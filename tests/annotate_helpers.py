@@ -135,3 +135,20 @@ class ServerProcess:
 
 def admin_headers() -> dict:
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def database_fingerprint(engine) -> str:
+    """sha256 over every row of every service table (ordered by id): equal fingerprints mean the
+    request changed nothing stored."""
+    import hashlib
+
+    from sqlalchemy import select
+
+    from reward_model.service.models import Base
+
+    digest = hashlib.sha256()
+    with engine.connect() as conn:
+        for table in sorted(Base.metadata.tables.values(), key=lambda t: t.name):
+            for row in conn.execute(select(table).order_by(table.c.id)):
+                digest.update(repr(tuple(row)).encode())
+    return digest.hexdigest()

@@ -6,14 +6,17 @@ ranking of it) that still has a free slot (gold tasks always do).
 A slot is claimed by one conditional UPDATE of the task's slot counter (`slots_taken < overlap`),
 atomic in SQLite and PostgreSQL alike, so two servers racing for the last slot cannot both win;
 the loser moves on to the next task. (task, slot) is also unique in the database.
-The candidates are read without row locks: on PostgreSQL a concurrent claim of the same task
-waits for the other transaction and re-checks the counter, so every free slot is handed out
-(locking candidate rows with SKIP LOCKED made concurrent requests skip tasks that still had
-room, and tell annotators there was no work).
+On PostgreSQL a request first takes the lowest free task that no other request is claiming
+(one row, FOR UPDATE SKIP LOCKED), so concurrent annotators spread over tasks instead of queueing
+on one row; when every candidate is being claimed it falls back to reading them without locks
+and claiming one, which waits for the other transaction and re-checks the counter. "No task"
+is therefore only ever said when no free slot is left (skipping locked rows alone told
+annotators there was no work while tasks still had room).
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 from contextlib import nullcontext
 
@@ -45,6 +48,7 @@ _ELIGIBLE = select(Task.id).where(
     ~exists().where(Submission.task_id == Task.id, Submission.annotator_id == bindparam("annotator")),
 )  # tasks this annotator has neither had nor ranked that have a free slot (gold: always)
 _FIRST_ELIGIBLE = select(Task).where(Task.id.in_(_ELIGIBLE)).order_by(Task.position).limit(4)
+_FIRST_UNCLAIMED = select(Task).where(Task.id.in_(_ELIGIBLE)).order_by(Task.position).limit(1).with_for_update(skip_locked=True)
 _COUNTS = select(
     select(func.count()).where(Submission.annotator_id == bindparam("annotator"), Submission.task_id.is_not(None)).scalar_subquery(),
     select(func.count()).select_from(_ELIGIBLE.subquery()).scalar_subquery(),
@@ -85,7 +89,12 @@ def next_task(session: Session, annotator: Annotator, attempts: int = 5) -> Task
         return held
     # SQLite writes are serialised by the service, so only PostgreSQL can see this annotator
     # claim the same task twice at once (two tabs); a savepoint keeps that from failing the request.
-    guard = nullcontext if session.get_bind().dialect.name == "sqlite" else session.begin_nested
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    guard = nullcontext if sqlite else session.begin_nested
+    if not sqlite and (unclaimed := session.scalars(_FIRST_UNCLAIMED, _params(annotator)).first()) is not None:
+        with contextlib.suppress(IntegrityError), guard():  # the row is locked by us: only this annotator's other tab can race
+            if _claim(session, unclaimed, annotator):
+                return unclaimed
     for _ in range(attempts):  # each round looks at a few tasks; lost races send us to the next ones
         found = session.scalars(_FIRST_ELIGIBLE, _params(annotator)).all()
         if not found:

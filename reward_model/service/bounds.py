@@ -16,8 +16,8 @@ import numpy as np
 from pydantic import StringConstraints
 
 MAX_ID_LENGTH = 200
-ID_CHARACTERS = "letters, digits and _ . : @ + = -"
-ID_PATTERN = rf"^[A-Za-z0-9_.:@+=-]{{1,{MAX_ID_LENGTH}}}$"
+ID_CHARACTERS = "letters, digits and _ . : @ + = - /"
+ID_PATTERN = rf"^[A-Za-z0-9_.:@+=/-]{{1,{MAX_ID_LENGTH}}}$"
 _ID = re.compile(ID_PATTERN)
 MAX_ROW_ID = 2**31 - 1  # the databases' INTEGER
 MAX_CANDIDATES = 20  # per ranking; campaigns have k <= 20

@@ -60,9 +60,9 @@ def _ints(values: list | None, field: str) -> list | None:
     if values is None:
         return None
     out = []
-    for value in values:  # up to 6 digits: ranks beyond a ranking's size are refused later, without huge numbers here
-        if not (value.strip().lstrip("-").isdigit() and len(value.strip()) <= 7):
-            raise ValueError(f"{field} must be integers, got {shown(value)}")
+    for value in values:  # ranks beyond the ranking's size are refused later; a number of 19+ digits is no rank at all
+        if not (value.strip().lstrip("-").isdigit() and len(value.strip()) <= 18):
+            raise ValueError(f"{field} must be integers from 1 to the number of candidates, got {shown(value)}")
         out.append(int(value))
     return out
 
