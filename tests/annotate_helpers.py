@@ -31,9 +31,10 @@ CANDIDATE_COLUMNS = pa.schema([
 ])  # fmt: skip  (the candidates stage's columns)
 
 
-def build_round(root: Path, prompts: int = 3, per_prompt: int = 4, seconds: float = 1.0, audio: bool = True) -> Path:
+def build_round(root: Path, prompts: int = 3, per_prompt: int = 4, seconds: float = 1.0, audio: bool = True, conditions: bool = False) -> Path:
     """A round whose `candidates` stage is done: short FLAC tones and one candidates shard, plus a
-    failed candidate (error set) that campaigns must leave out."""
+    failed candidate (error set) that campaigns must leave out. With `conditions`, the
+    `conditions` stage is done too: each prompt's description and lyrics."""
     store = RoundStore(str(root))
     rows = []
     for p in range(prompts):
@@ -50,8 +51,13 @@ def build_round(root: Path, prompts: int = 3, per_prompt: int = 4, seconds: floa
                          "accompaniment_uri": None, "duration_seconds": seconds, "error": None})  # fmt: skip
     rows.append({**rows[0], "candidate_id": "broken", "mix_uri": None, "vocals_uri": None, "error": "render failed"})
     digest = store.write_table("candidates/shard-00000.parquet", pa.Table.from_pylist(rows, schema=CANDIDATE_COLUMNS))
-    store.write_json("manifest.json", {"stages": {"candidates": {"status": "done", "rows": len(rows),
-                                                                 "outputs": {"shard-00000.parquet": digest}}}})  # fmt: skip
+    stages = {"candidates": {"status": "done", "rows": len(rows), "outputs": {"shard-00000.parquet": digest}}}
+    if conditions:
+        texts = pa.Table.from_pylist([{"condition_id": f"prompt{p}", "description": f"male, pop, happy, piano, the bpm is {100 + p}.",
+                                       "lyric": f"[verse]\nsong number {p} goes here\nand here it rhymes\n[chorus]\nla la {p}"}
+                                      for p in range(prompts)])  # fmt: skip
+        stages["conditions"] = {"status": "done", "rows": prompts, "outputs": {"shard-00000.parquet": store.write_table("conditions/shard-00000.parquet", texts)}}
+    store.write_json("manifest.json", {"stages": stages})
     return root
 
 

@@ -15,7 +15,7 @@ from fastapi.templating import Jinja2Templates
 
 from sqlalchemy.exc import IntegrityError
 
-from reward_model.service import routes_admin, routes_annotator, routes_audio
+from reward_model.service import routes_admin, routes_annotator, routes_audio, routes_dashboard
 from reward_model.service.bounds import capped
 from reward_model.service.db import Database
 from reward_model.service.limits import BodyLimitMiddleware
@@ -52,6 +52,7 @@ def create_app(settings: ServiceSettings, database: Database | None = None) -> F
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(routes_admin.router)
+    app.include_router(routes_dashboard.router)
     app.include_router(routes_annotator.router)
     app.include_router(routes_audio.router)
 

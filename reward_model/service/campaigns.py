@@ -240,3 +240,13 @@ def progress(session: Session, campaign: Campaign) -> dict:
         "submissions": sum(done.values()),
         "annotators": [{"annotator_id": a.name, "submissions": done.get(a.id, 0)} for a in annotators],
     }
+
+
+def task_progress(session: Session, campaign: Campaign) -> list[dict]:
+    """Per task, in hand-out order: handed out (slots taken), judgements stored, judgements wanted."""
+    annotators = session.scalar(select(func.count()).where(Annotator.campaign_id == campaign.id)) or 0
+    stored = dict(session.execute(select(Submission.task_id, func.count()).where(Submission.campaign_id == campaign.id)
+                                  .group_by(Submission.task_id)).all())  # fmt: skip
+    tasks = session.scalars(select(Task).where(Task.campaign_id == campaign.id).order_by(Task.position))
+    return [{"task_id": t.task_key, "prompt_id": t.prompt_id, "gold": t.is_gold, "handed_out": t.slots_taken,
+             "judgements": stored.get(t.id, 0), "wanted": annotators if t.is_gold else campaign.overlap} for t in tasks]  # fmt: skip

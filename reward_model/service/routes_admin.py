@@ -11,7 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from reward_model.service.auth import require_admin
-from reward_model.service.campaigns import CAMPAIGN_NAME_PATTERN, CampaignError, CampaignSpec, add_annotators, campaign_by_name, create_campaign, progress
+from reward_model.service.campaigns import (
+    CAMPAIGN_NAME_PATTERN, CampaignError, CampaignSpec, add_annotators, campaign_by_name, create_campaign, progress, task_progress,
+)  # fmt: skip
+from reward_model.service.dashboard import campaign_quality
 from reward_model.service.models import Campaign
 from reward_model.service.upload_io import handle_upload
 
@@ -66,6 +69,20 @@ def annotators(name: CampaignName, body: AnnotatorRequest, request: Request) -> 
 def campaign_progress(name: CampaignName, request: Request) -> dict:
     with request.app.state.db.read() as session:
         return progress(session, _campaign(session, name))
+
+
+@router.get("/campaigns/{name}/tasks")
+def campaign_tasks(name: CampaignName, request: Request) -> list[dict]:
+    """Per task: handed out, judgements stored, judgements wanted."""
+    with request.app.state.db.read() as session:
+        return task_progress(session, _campaign(session, name))
+
+
+@router.get("/campaigns/{name}/quality")
+def campaign_quality_report(name: CampaignName, request: Request) -> dict:
+    """Krippendorff's alpha with its interval; per annotator agreement, gold accuracy, speed, flags and reasons."""
+    with request.app.state.db.read() as session:
+        return campaign_quality(session, _campaign(session, name))
 
 
 @router.post("/campaigns/{name}/close")

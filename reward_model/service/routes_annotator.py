@@ -22,6 +22,7 @@ from reward_model.service.bounds import MAX_CANDIDATES, MAX_ROW_ID, Identifier
 from reward_model.service.auth import SESSION_COOKIE, find_annotator, require_annotator
 from reward_model.service.campaigns import hash_token
 from reward_model.service.models import Annotator, Submission
+from reward_model.service.round_source import read_prompt_texts
 from reward_model.service.upload_io import handle_upload
 
 log = logging.getLogger("songpref.annotate")
@@ -98,7 +99,8 @@ def task_page(request: Request):
     if (reason := _closed(annotator)) is not None:
         return templates.TemplateResponse(request, "message.html", {"title": "Campaign closed", "message": reason}, status_code=410)
     payload = _next_task(request, annotator)
-    context = {"annotator": annotator.name, **payload}
+    prompt_text = payload["task"] and read_prompt_texts(annotator.campaign.round_dir).get(payload["task"]["prompt_id"])
+    context = {"annotator": annotator.name, "prompt_text": prompt_text, **payload}
     return templates.TemplateResponse(request, "task.html" if payload["task"] else "done.html", context)
 
 
