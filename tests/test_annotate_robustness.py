@@ -198,3 +198,28 @@ def test_a_task_ranked_by_upload_is_not_handed_out_again(service):
     mine = client.get("/api/submissions", headers=bearer(token)).json()
     assert sorted(s["task_id"] for s in mine) == [f"hole:t000{i}" for i in range(1, 5)]
     assert [s["source"] for s in mine if s["task_id"] == "hole:t0001"] == ["upload"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_upgrading_an_existing_database_marks_full_tasks(backend, tmp_path):
+    """Revision 0002 adds task.has_room; a database written at 0001 gets it from the slot counts."""
+    from sqlalchemy import text
+
+    from reward_model.service.db import make_engine, migrate
+
+    generator = database_url(backend, tmp_path)
+    engine = make_engine(next(generator))
+    try:
+        migrate(engine, "0001")
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO campaign (id, name, round_dir, k, overlap, seed, status, created_at) VALUES (1, 'old', '/r', 2, 2, 0, 'open', CURRENT_TIMESTAMP)"))
+            for key, gold, taken in (("old:t0001", False, 2), ("old:t0002", False, 1), ("old:t0003", True, 5)):
+                conn.execute(text("INSERT INTO task (campaign_id, task_key, prompt_id, candidate_ids, is_gold, position, slots_taken) "
+                                  "VALUES (1, :key, 'p', '[\"a\", \"b\"]', :gold, 0, :taken)"), {"key": key, "gold": gold, "taken": taken})  # fmt: skip
+        migrate(engine)
+        with engine.connect() as conn:
+            rows = dict(conn.execute(text("SELECT task_key, has_room FROM task")).all())
+        assert {key: bool(value) for key, value in rows.items()} == {"old:t0001": False, "old:t0002": True, "old:t0003": True}
+    finally:
+        engine.dispose()
+        generator.close()

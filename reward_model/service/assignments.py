@@ -41,23 +41,26 @@ class SubmissionRejected(ValueError):
 _UNSUBMITTED = ~exists().where(Submission.task_id == Assignment.task_id, Submission.annotator_id == bindparam("annotator"))
 _HELD = select(Task).join(Assignment, Assignment.task_id == Task.id).where(
     Assignment.annotator_id == bindparam("annotator"), _UNSUBMITTED).order_by(Task.position).limit(1)  # fmt: skip
-_ELIGIBLE = select(Task.id).where(
-    Task.campaign_id == bindparam("campaign"),
-    Task.is_gold | (Task.slots_taken < bindparam("overlap")),
+_NOT_HAD = (
     ~exists().where(Assignment.task_id == Task.id, Assignment.annotator_id == bindparam("annotator")),
     ~exists().where(Submission.task_id == Task.id, Submission.annotator_id == bindparam("annotator")),
-)  # tasks this annotator has neither had nor ranked that have a free slot (gold: always)
-_FIRST_ELIGIBLE = select(Task).where(Task.id.in_(_ELIGIBLE)).order_by(Task.position).limit(4)
-_FIRST_UNCLAIMED = select(Task).where(Task.id.in_(_ELIGIBLE)).order_by(Task.position).limit(1).with_for_update(skip_locked=True)
+)  # tasks this annotator has neither been handed nor ranked (an admin may have uploaded their ranking)
+_OPEN = (Task.campaign_id == bindparam("campaign"), Task.has_room)  # walked in position order on ix_task_hand_out
+_FIRST_ELIGIBLE = select(Task).where(*_OPEN, *_NOT_HAD).order_by(Task.position).limit(4)
+_FIRST_UNCLAIMED = _FIRST_ELIGIBLE.limit(1).with_for_update(skip_locked=True)
+_HAD = select(Assignment.task_id).where(Assignment.annotator_id == bindparam("annotator")).union(
+    select(Submission.task_id).where(Submission.annotator_id == bindparam("annotator"), Submission.task_id.is_not(None)))  # fmt: skip
 _COUNTS = select(
     select(func.count()).where(Submission.annotator_id == bindparam("annotator"), Submission.task_id.is_not(None)).scalar_subquery(),
-    select(func.count()).select_from(_ELIGIBLE.subquery()).scalar_subquery(),
-)
+    select(func.count()).select_from(Task).where(*_OPEN).scalar_subquery(),
+    select(func.count()).select_from(Task).where(*_OPEN, Task.id.in_(_HAD)).scalar_subquery(),
+)  # done; open tasks; open tasks this annotator had (each a short index walk, not a scan of the campaign)
 _CLAIM = (
     update(Task).where(Task.id == bindparam("task"), Task.is_gold | (Task.slots_taken < bindparam("overlap")))
-    .values(slots_taken=Task.slots_taken + 1).returning(Task.slots_taken)
+    .values(slots_taken=Task.slots_taken + 1, has_room=Task.is_gold | (Task.slots_taken + 1 < bindparam("overlap")))
+    .returning(Task.slots_taken)
     .execution_options(synchronize_session=False)
-)  # fmt: skip
+)  # fmt: skip  (SET reads the row's old values, in SQLite and PostgreSQL alike)
 
 
 # The task (by key) with this annotator's assignment and, if any, their stored ranking of it.
@@ -111,7 +114,8 @@ def next_task(session: Session, annotator: Annotator, attempts: int = 5) -> Task
 
 def annotator_progress(session: Session, annotator: Annotator, holds_task: bool | None = None) -> dict:
     """done / total for the page: total = done + the task held + tasks still open to them."""
-    done, open_tasks = session.execute(_COUNTS, _params(annotator)).one()
+    done, open_tasks, had_open = session.execute(_COUNTS, _params(annotator)).one()
+    open_tasks -= had_open
     if holds_task is None:
         holds_task = session.scalars(_HELD, {"annotator": annotator.id}).first() is not None
     return {"done": done, "total": done + int(holds_task) + open_tasks}

@@ -90,6 +90,7 @@ class Task(Base):
     gold_answer: Mapped[str | None] = mapped_column(String(200), nullable=True)
     position: Mapped[int] = mapped_column(Integer)  # seeded hand-out order
     slots_taken: Mapped[int] = mapped_column(Integer, default=0)  # assignments so far (claimed by a conditional UPDATE)
+    has_room: Mapped[bool] = mapped_column(Boolean, default=True)  # a slot is free (gold: always); set by the same UPDATE
 
     campaign: Mapped[Campaign] = relationship(back_populates="tasks")
 
