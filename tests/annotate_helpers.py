@@ -4,6 +4,7 @@ subprocess on a free port."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -158,3 +159,25 @@ def database_fingerprint(engine) -> str:
             for row in conn.execute(select(table).order_by(table.c.id)):
                 digest.update(repr(tuple(row)).encode())
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def campaign_app(root: Path, backend: str, campaign: dict, annotators: list[str]):
+    """The app (in-process TestClient) on a fresh `backend` database with one campaign (`campaign`
+    is its spec) and its annotators: yields (client, app, {annotator: token})."""
+    from fastapi.testclient import TestClient
+
+    from reward_model.service.app import create_app
+    from reward_model.service.settings import ServiceSettings
+
+    generator = database_url(backend, root)
+    app = create_app(ServiceSettings(root, db_url=next(generator), admin_token=ADMIN_TOKEN))
+    try:
+        with TestClient(app) as client:
+            made = client.post("/admin/campaigns", json=campaign, headers=admin_headers())
+            assert made.status_code == 201, made.text
+            people = client.post(f"/admin/campaigns/{campaign['name']}/annotators", json={"names": annotators}, headers=admin_headers()).json()
+            yield client, app, {a["annotator_id"]: a["token"] for a in people["annotators"]}
+    finally:
+        app.state.db.dispose()
+        generator.close()

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from annotate_helpers import ADMIN_TOKEN, admin_headers, build_round, database_fingerprint, database_url
+from annotate_helpers import ADMIN_TOKEN, admin_headers, build_round, campaign_app, database_fingerprint
 from annotate_strategies import known_ids, upload_file
 from reward_model.service.app import create_app
 from reward_model.service.settings import ServiceSettings
@@ -40,19 +39,12 @@ seen: Counter = Counter()
 def service(request, tmp_path_factory):
     """Campaign "prop" (2 prompts x 4 songs, k=2: 4 tasks) with annotators ann and bob, each holding a task."""
     root = build_round(tmp_path_factory.mktemp("round"), prompts=2, per_prompt=4, seconds=0.1)
-    generator = database_url(request.param, root)
-    app = create_app(ServiceSettings(root, db_url=next(generator), admin_token=ADMIN_TOKEN))
-    with TestClient(app) as client:
-        assert client.post("/admin/campaigns", json={"name": "prop", "k": 2, "overlap": 2}, headers=admin_headers()).status_code == 201
-        made = client.post("/admin/campaigns/prop/annotators", json={"names": ANNOTATORS}, headers=admin_headers()).json()
-        tokens = {a["annotator_id"]: a["token"] for a in made["annotators"]}
+    with campaign_app(root, request.param, {"name": "prop", "k": 2, "overlap": 2}, ANNOTATORS) as (client, app, tokens):
         for token in tokens.values():
             client.get("/api/next", headers={"Authorization": f"Bearer {token}"})
         schema = schemathesis.openapi.from_dict(app.openapi())
         schema.app = app
         yield {"client": client, "app": app, "tokens": tokens, "schema": schema, "backend": request.param}
-    app.state.db.dispose()
-    generator.close()
     if REPORT:
         Path(REPORT).write_text(json.dumps({f"{k[0]} {k[1]} {k[2]}": n for k, n in sorted(seen.items())}, indent=1))
 

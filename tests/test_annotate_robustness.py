@@ -9,12 +9,8 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-from fastapi.testclient import TestClient
-
-from annotate_helpers import ADMIN_TOKEN, admin_headers, build_round, database_fingerprint, database_url
-from reward_model.service.app import create_app
+from annotate_helpers import admin_headers, build_round, campaign_app, database_fingerprint, database_url
 from reward_model.service.models import Submission
-from reward_model.service.settings import ServiceSettings
 
 CSV_HEADER = "annotator_id,task_id,candidate_ids,ranks\n"
 
@@ -23,14 +19,8 @@ CSV_HEADER = "annotator_id,task_id,candidate_ids,ranks\n"
 def service(request, tmp_path_factory):
     """Campaign "sec" (2 prompts x 8 songs, k=2: 8 tasks, overlap 3) with annotators ann and bob."""
     root = build_round(tmp_path_factory.mktemp("round"), prompts=2, per_prompt=8, seconds=0.2)
-    generator = database_url(request.param, root)
-    app = create_app(ServiceSettings(root, db_url=next(generator), admin_token=ADMIN_TOKEN))
-    with TestClient(app) as client:
-        assert client.post("/admin/campaigns", json={"name": "sec", "k": 2, "overlap": 3}, headers=admin_headers()).status_code == 201
-        made = client.post("/admin/campaigns/sec/annotators", json={"names": ["ann", "bob"]}, headers=admin_headers()).json()
-        yield client, app, {a["annotator_id"]: a["token"] for a in made["annotators"]}
-    app.state.db.dispose()
-    generator.close()
+    with campaign_app(root, request.param, {"name": "sec", "k": 2, "overlap": 3}, ["ann", "bob"]) as running:
+        yield running
 
 
 def bearer(token: str) -> dict:
