@@ -124,3 +124,19 @@ def test_the_same_ranking_sent_twice_at_once_is_stored_once(live):
         stored = conn.execute(text("SELECT COUNT(*) FROM submission s JOIN campaign c ON c.id = s.campaign_id WHERE c.name = 'twins'")).scalar()
     engine.dispose()
     assert stored == len(tokens)
+
+
+def test_refused_requests_keep_the_connection_open(live):
+    """4xx answers (bad JSON nesting, NUL ids, unknown campaign) leave the keep-alive connection usable."""
+    servers, _, _ = live
+    tokens = make_campaign(servers[-1].url, "alive", "prompt0", overlap=1, annotators=1)
+    person = Annotator(servers[-1].url, tokens[0])
+    socket_before = person.conn.sock
+    bad = [("POST", "/api/submit", {"task_id": "alive:t0001\u0000", "candidate_ids": ["a", "b"], "ranks": [1, 2]}),
+           ("POST", "/api/submit", {"task_id": [[[[[[[[[[[[[[[[[[["x"]]]]]]]]]]]]]]]]]]]}),
+           ("GET", "/audio/p0c0%00/mix", None), ("GET", "/api/submissions/99999999999", None)]  # fmt: skip
+    for method, path, body in bad:
+        status, _ = person.call(method, path, body)
+        assert 400 <= status < 500, (path, status)
+    assert person.call("GET", "/api/next")[0] == 200
+    assert person.conn.sock is socket_before  # http.client would have opened a new socket had the server closed it
