@@ -10,15 +10,15 @@ On PostgreSQL a request first takes the lowest free task that no other request i
 (one row, FOR UPDATE SKIP LOCKED), so concurrent annotators spread over tasks instead of queueing
 on one row; when every candidate is being claimed it falls back to reading them without locks
 and claiming one, which waits for the other transaction and re-checks the counter. "No task"
-is therefore only ever said when no free slot is left (skipping locked rows alone told
-annotators there was no work while tasks still had room).
+is therefore said only when no free slot is left, or after 20 claims in a row were lost to
+tasks filling up (skipping locked rows alone told annotators there was no work while tasks
+still had room).
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
-from contextlib import nullcontext
 
 from sqlalchemy import bindparam, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -93,7 +93,7 @@ def next_task(session: Session, annotator: Annotator, attempts: int = 5) -> Task
     # SQLite writes are serialised by the service, so only PostgreSQL can see this annotator
     # claim the same task twice at once (two tabs); a savepoint keeps that from failing the request.
     sqlite = session.get_bind().dialect.name == "sqlite"
-    guard = nullcontext if sqlite else session.begin_nested
+    guard = contextlib.nullcontext if sqlite else session.begin_nested
     if not sqlite and (unclaimed := session.scalars(_FIRST_UNCLAIMED, _params(annotator)).first()) is not None:
         with contextlib.suppress(IntegrityError), guard():  # the row is locked by us: only this annotator's other tab can race
             if _claim(session, unclaimed, annotator):
