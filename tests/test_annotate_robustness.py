@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import time
 
-import pyarrow.parquet as pq
 import pytest
+
 from annotate_helpers import admin_headers, build_round, campaign_app, database_fingerprint, database_url
 from reward_model.service.models import Submission
 

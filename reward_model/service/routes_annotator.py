@@ -7,7 +7,6 @@ annotator only ever reads or changes their own rows: every query is filtered by 
 from __future__ import annotations
 
 import logging
-
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Path, Request
@@ -18,8 +17,8 @@ from sqlalchemy import select
 from reward_model.service.assignments import (
     SubmissionRejected, annotator_progress, display_order, next_task, submission_view, submit_ranking,
 )  # fmt: skip
-from reward_model.service.bounds import MAX_CANDIDATES, MAX_ROW_ID, Identifier
 from reward_model.service.auth import SESSION_COOKIE, find_annotator, require_annotator
+from reward_model.service.bounds import MAX_CANDIDATES, MAX_ROW_ID, Identifier
 from reward_model.service.campaigns import hash_token
 from reward_model.service.models import Annotator, Submission
 from reward_model.service.round_source import read_prompt_texts
