@@ -14,7 +14,6 @@ from reward_model.service.auth import require_admin
 from reward_model.service.campaigns import (
     CAMPAIGN_NAME_PATTERN, CampaignError, CampaignSpec, add_annotators, campaign_by_name, create_campaign, progress, task_progress,
 )  # fmt: skip
-from reward_model.service.dashboard import campaign_quality
 from reward_model.service.models import Campaign
 from reward_model.service.upload_io import handle_upload
 
@@ -81,6 +80,8 @@ def campaign_tasks(name: CampaignName, request: Request) -> list[dict]:
 @router.get("/campaigns/{name}/quality")
 def campaign_quality_report(name: CampaignName, request: Request) -> dict:
     """Krippendorff's alpha with its interval; per annotator agreement, gold accuracy, speed, flags and reasons."""
+    from reward_model.service.dashboard import campaign_quality  # pandas: only when asked
+
     with request.app.state.db.read() as session:
         return campaign_quality(session, _campaign(session, name))
 

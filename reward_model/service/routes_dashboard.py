@@ -16,7 +16,6 @@ from sqlalchemy import select
 
 from reward_model.service.auth import ADMIN_COOKIE, require_admin
 from reward_model.service.campaigns import CAMPAIGN_NAME_PATTERN, campaign_by_name, hash_token, progress
-from reward_model.service.dashboard import campaign_overview
 from reward_model.service.models import Campaign
 
 router = APIRouter(prefix="/admin")
@@ -59,6 +58,8 @@ def dashboard(request: Request):
 
 @router.get("/dashboard/{name}", response_class=HTMLResponse, dependencies=[Depends(require_admin)])
 def campaign_page(name: Annotated[str, Path(pattern=CAMPAIGN_NAME_PATTERN, max_length=100)], request: Request):
+    from reward_model.service.dashboard import campaign_overview  # pandas: only when asked
+
     with request.app.state.db.read() as session:
         try:
             overview = campaign_overview(session, campaign_by_name(session, name))
