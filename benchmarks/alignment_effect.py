@@ -30,6 +30,7 @@ from pipeline.preferences import preferences
 from pipeline.store import RoundStore
 
 RESULTS = Path(__file__).with_name("results") / "alignment_effect.json"
+REDONE = ("pairs", "dpo", "merge", "sweep", "ablation")  # run again in each variant's copy
 LINKED = ("candidates",)  # large and read-only downstream of scoring: linked into each variant's copy
 
 
@@ -40,10 +41,14 @@ def copy_round(source: Path, target: Path) -> None:
         if item.name in LINKED:
             (target / item.name).symlink_to(item.resolve())
         elif item.is_dir():
-            if item.name not in ("dpo", "merge", "sweep", "ablation", "pairs"):
+            if item.name not in REDONE:
                 shutil.copytree(item, target / item.name)
         else:
             shutil.copy2(item, target / item.name)
+    # the stages not copied are not done in the copy (the source round may have run them since)
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest["stages"] = {name: record for name, record in manifest["stages"].items() if name.split("/")[0] not in REDONE}
+    (target / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
 
 def run_variant(source: Path, target: Path, overrides: list[str], prompts: int, seeds: int,

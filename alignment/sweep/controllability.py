@@ -33,7 +33,7 @@ def edges(axes: list[str], step: float) -> dict[tuple[str, str], list[dict[str, 
     return out
 
 
-def sample_edges(config, store, conditions: list[dict], seeds: list[int], step: float, scratch: Path,
+def sample_edges(config, store, conditions: list[dict], seeds: int, step: float, scratch: Path,
                  sampled: dict[str, pd.DataFrame], progress=None) -> pd.DataFrame:  # fmt: skip
     """One row per (edge point, prompt, seed) with its oracle metrics and weights (each point sampled
     once; a vertex is its DPO model, whose songs `sampled` (model name -> songs) already holds)."""

@@ -3,7 +3,8 @@ ground truth (pipeline.models.tiny.oracle), compared with the policy before DPO 
 
 Held-out conditions are new: the round's own lyrics and conditions stages run again into a
 scratch folder with a seed derived from the round's, so no prompt was seen in training. Every
-model samples the same conditions with the same seeds (common random numbers); a model's
+model samples the same conditions with the same seeds (common random numbers), each prompt its own
+seeds (so its songs are independent of other prompts' and an interval over prompts is honest); a model's
 difference from base is the mean over prompts of the per-prompt mean difference, with a 95 %
 bootstrap interval over prompts. Tokens only, no audio: hundreds of songs per model in seconds.
 """
@@ -43,8 +44,10 @@ def held_out_conditions(config, count: int, scratch: Path) -> list[dict]:
                                                                                   key=lambda c: c["condition_id"])]
 
 
-def sample_oracle(config, checkpoint: Path, conditions: list[dict], seeds: list[int]) -> pd.DataFrame:
-    """One row per (prompt, seed): the oracle metrics of the song `checkpoint` samples."""
+def sample_oracle(config, checkpoint: Path, conditions: list[dict], seeds: int) -> pd.DataFrame:
+    """One row per (prompt, seed): the oracle metrics of the songs `checkpoint` samples, `seeds` per
+    prompt with the evaluator's seeds (alignment.sweep.evaluate.evaluation_seeds)."""
+    from alignment.sweep.evaluate import evaluation_seeds
     from pipeline.models.registry import load_song_model
 
     if config.model.backend != "tiny":
@@ -53,9 +56,10 @@ def sample_oracle(config, checkpoint: Path, conditions: list[dict], seeds: list[
     s = config.sampling
     rows = []
     for condition in conditions:  # as TinySongModel.sample draws them: the same songs the audio columns score
-        songs = song_model.model.sample_batch(condition, seeds, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+        seed_list = evaluation_seeds(config.seed, condition["condition_id"], seeds)
+        songs = song_model.model.sample_batch(condition, seed_list, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                                               max_frames=song_model.options.max_frames)  # fmt: skip
-        for seed, tokens in zip(seeds, songs):
+        for seed, tokens in zip(seed_list, songs):
             rows.append({"prompt_id": condition["condition_id"], "seed": seed, **oracle_metrics(tokens, condition)})
     return pd.DataFrame(rows)
 
@@ -130,15 +134,13 @@ def oracle_ablation(config, store, prompts: int, seeds: int, progress=None, edge
     songs (alignment.sweep.controllability): ablation/controllability.{parquet,md,png}."""
     import pyarrow as pa
 
-    from alignment.sweep.evaluate import evaluation_seeds
     from pipeline.preferences import preferences
 
     conditions = held_out_conditions(config, prompts, Path(store.path("ablation", "held-out")))
-    seed_list = evaluation_seeds(config.seed, seeds)
     models = round_models(config, store)
     songs = {}
     for name, checkpoint in models.items():
-        songs[name] = sample_oracle(config, checkpoint, conditions, seed_list)
+        songs[name] = sample_oracle(config, checkpoint, conditions, seeds)
         if progress:
             progress(f"sampled {name}")
     own = {p.name: p.oracles for p in preferences().values()}
@@ -153,7 +155,7 @@ def oracle_ablation(config, store, prompts: int, seeds: int, progress=None, edge
     if audio_songs:
         text += "\n" + audio_report(config, store, models, conditions, seeds, audio_songs, progress)
     if edge_step is not None:
-        text += "\n" + edge_report(config, store, conditions, seed_list, edge_step, own, songs, progress)
+        text += "\n" + edge_report(config, store, conditions, seeds, edge_step, own, songs, progress)
     store.write_bytes("ablation/oracle.md", f"# Ablation\n\n{text}".encode("utf-8"))
     return table, text
 
@@ -192,7 +194,7 @@ def audio_report(config, store, models: dict[str, Path], conditions: list[dict],
             f"pairs. {seconds:.0f} s for {len(models)} models.\n")  # fmt: skip
 
 
-def edge_report(config, store, conditions: list[dict], seeds: list[int], step: float,
+def edge_report(config, store, conditions: list[dict], seeds: int, step: float,
                 own: dict[str, tuple[str, ...]], sampled: dict[str, pd.DataFrame], progress=None) -> str:  # fmt: skip
     """The controllability table on the ablation's songs; writes ablation/controllability.{parquet,png}."""
     import pyarrow as pa
@@ -206,7 +208,7 @@ def edge_report(config, store, conditions: list[dict], seeds: list[int], step: f
     markdown = edges.edge_markdown(table)
     store.write_table("ablation/controllability.parquet", pa.Table.from_pandas(songs, preserve_index=False))
     store.write_bytes("ablation/controllability.png", edges.edge_png(songs, table, axes, step, own))
-    note = (f"Every simplex edge at step {step}, on the ablation's songs ({len(conditions)} prompts x {len(seeds)} seeds "
+    note = (f"Every simplex edge at step {step}, on the ablation's songs ({len(conditions)} prompts x {seeds} seeds "
             "per point). Spearman's ρ between a preference's weight and its own metric (oriented: +1 = better at every "
             "step). Plot: ablation/controllability.png.")  # fmt: skip
     return f"## Controllability along the simplex edges\n\n{markdown}\n\n{note}\n"

@@ -1,0 +1,59 @@
+"""Benchmark: trained policies compared with base by the oracle ablation, without training again.
+
+Every `NAME=MODEL_DIR` is asked for the same fresh held-out songs as base (the round's own lyrics
+and conditions stages under a derived seed; each prompt's own seeds, the same for every model),
+and the paired table is printed with the load average and wall time; raw rows go to `--out`.
+
+    .venv/bin/python benchmarks/oracle_compare.py ROUND lyrics=/tmp/ae/lyrics-as-is/dpo/lyrics/model ... \\
+        [--prompts 64 --seeds 2 --out benchmarks/results/oracle_compare.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from alignment.policy import policy_folder
+from alignment.sweep.oracle import ablation_frame, ablation_markdown, held_out_conditions, sample_oracle
+from pipeline.config import RoundConfig
+from pipeline.manifest import read_manifest
+from pipeline.store import RoundStore
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("round", type=Path, help="the round whose config (seed, model, sampling) the songs follow")
+    parser.add_argument("models", nargs="+", help="NAME=MODEL_DIR")
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--scratch", type=Path, default=Path("/tmp/oracle-compare"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results") / "oracle_compare.json")
+    args = parser.parse_args()
+    config = RoundConfig.model_validate(read_manifest(RoundStore(str(args.round)))["config"])
+    models = {"base": Path(policy_folder(config.model.backend, config.model.options, None))}
+    for spec in args.models:
+        name, _, folder = spec.partition("=")
+        if not (Path(folder) / "config.json").is_file():
+            parser.error(f"{spec}: {folder} is not a model folder (no config.json)")
+        models[name] = Path(folder)
+    load, started = os.getloadavg(), time.perf_counter()
+    conditions = held_out_conditions(config, args.prompts, args.scratch / "held-out")
+    songs = {name: sample_oracle(config, folder, conditions, args.seeds) for name, folder in models.items()}
+    table = ablation_frame(songs)
+    markdown = ablation_markdown(table, {})
+    wall = time.perf_counter() - started
+    print(markdown)
+    print(f"\n{args.prompts} prompts x {args.seeds} seeds; wall {wall:.0f} s; load {load} -> {os.getloadavg()}")
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results[f"{args.round}:{args.prompts}x{args.seeds}"] = {
+        "models": {n: str(f) for n, f in models.items()}, "table": table.to_dict(orient="records"), "markdown": markdown,
+        "wall_seconds": round(wall, 1), "load_before": [round(x, 2) for x in load]}  # fmt: skip
+    args.out.parent.mkdir(exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
