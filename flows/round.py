@@ -16,12 +16,12 @@ from prefect import flow, task, unmapped
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import data_cards
 from flows.limits import ensure_limit, holding_slot
-from flows.stages import make_stage, stages_until
+from flows.stages import make_stage, run_if_cached, stages_until
 from pipeline.config import RoundConfig
 from pipeline.manifest import open_round
 from pipeline.stages.base import ShardResult, ShardSpec
@@ -121,12 +121,17 @@ def run_round(
     round_url: str, config: RoundConfig, stages: list[str] | None = None, reporter: Reporter | None = None
 ) -> dict:
     """Entry point for the CLI and notebooks."""
+    stages = stages or stages_until(None)
     if reporter:
         _reporters.append(reporter)
     # Heartbeats let a server notice a crashed run started by a worker; a run in this process
     # is watched by the caller, and each heartbeat thread costs up to 1 s per (sub)flow exit.
     heartbeats = {} if "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" in os.environ else {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
     try:
+        if not PREFECT_API_URL.value():  # a finished round needs no temporary server to be told so
+            records = run_if_cached(stages, config, RoundStore(round_url), _report)
+            if records is not None:
+                return records
         with temporary_settings(updates=heartbeats):
             return alignment_round(round_url, config.resolved(), stages)
     finally:

@@ -65,7 +65,7 @@ def open_round(store: RoundStore, config: RoundConfig) -> dict:
         updated_at=now(),
     )
     manifest.setdefault("created_at", now())
-    manifest["stages"] = _in_stage_order(manifest["stages"])
+    manifest["stages"] = in_stage_order(manifest["stages"])
     store.write_json(MANIFEST, manifest)
     return manifest
 
@@ -77,12 +77,12 @@ def update_stage(store: RoundStore, stage: str, drop: tuple[str, ...] = (), **fi
     for key in drop:
         record.pop(key, None)
     record.update(fields, updated_at=now())
-    manifest["stages"] = _in_stage_order(manifest["stages"])
+    manifest["stages"] = in_stage_order(manifest["stages"])
     store.write_json(MANIFEST, manifest)
     return record
 
 
-def _in_stage_order(records: dict) -> dict:
+def in_stage_order(records: dict) -> dict:
     """Stage records in pipeline order; a part ("scores/per") sorts under its stage."""
     order = lambda name: (STAGES.index(name.split("/")[0]) if name.split("/")[0] in STAGES else len(STAGES), name)  # noqa: E731
     return {name: records[name] for name in sorted(records, key=order)}

@@ -6,7 +6,7 @@ shows a stage as running once the stage is done.
 
 from __future__ import annotations
 
-from pipeline.manifest import read_manifest
+from pipeline.manifest import in_stage_order, read_manifest
 from pipeline.store import RoundStore
 
 REPORT = "report.md"
@@ -16,7 +16,7 @@ def round_report(manifest: dict) -> str:
     lines = [f"# Round {manifest['config']['name']}", "",
              f"Config hash {manifest['config_hash'][:12]}, seed {manifest['seed']}, git {str(manifest.get('git_sha'))[:12]}.", "",
              "| stage | status | rows | seconds |", "|---|---|---|---|"]  # fmt: skip
-    for name, record in manifest["stages"].items():  # the manifest keeps them in stage order
+    for name, record in in_stage_order(manifest["stages"]).items():  # manifest.json's keys are sorted by name
         lines.append(f"| {name} | {record.get('status')} | {record.get('rows', '')} | {record.get('seconds', '')} |")
     sweep = manifest["stages"].get("sweep", {})
     if sweep.get("status") == "done" and "ablation" in sweep.get("metrics", {}):

@@ -15,11 +15,11 @@ from pipeline.report import write_round_report
 from pipeline.stages.base import ShardResult, ShardSpec, Stage
 
 
-def start_stage(stage: Stage) -> tuple[list[ShardSpec], float]:
-    """Plan, clear temporaries a crash left, and mark the stage running."""
+def start_stage(stage: Stage, specs: list[ShardSpec] | None = None) -> tuple[list[ShardSpec], float]:
+    """Plan (unless the plan is given), clear temporaries a crash left, and mark the stage running."""
     started = time.perf_counter()
     try:
-        specs = stage.plan()
+        specs = stage.plan() if specs is None else specs
     except Exception as exc:  # e.g. an unreachable LLM endpoint: say so in the manifest, write nothing else
         update_stage(stage.store, stage.name, status="failed", errors=[f"{type(exc).__name__}: {exc}"])
         raise
@@ -76,9 +76,10 @@ def _build_fields(stage: Stage, results: list[ShardResult], inputs: dict, second
     }
 
 
-def run_stage_in_process(stage: Stage, on_shard: Callable[[ShardResult], None] | None = None) -> dict:
-    """Run one stage in this process, shard after shard: for notebooks and quick checks."""
-    specs, started = start_stage(stage)
+def run_stage_in_process(stage: Stage, on_shard: Callable[[ShardResult], None] | None = None,
+                         specs: list[ShardSpec] | None = None) -> dict:  # fmt: skip
+    """Run one stage in this process, shard after shard: for notebooks, quick checks and cached reruns."""
+    specs, started = start_stage(stage, specs)
     results, errors = [], []
     for spec in specs:
         try:
