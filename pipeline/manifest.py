@@ -82,6 +82,13 @@ def update_stage(store: RoundStore, stage: str, drop: tuple[str, ...] = (), **fi
     return record
 
 
+def annotate_round(store: RoundStore, key: str, value) -> None:
+    """Set one top-level manifest entry (e.g. `scheduled`: the deployment run that made the round)."""
+    manifest = read_manifest(store)
+    manifest[key] = value
+    store.write_json(MANIFEST, manifest)
+
+
 def in_stage_order(records: dict) -> dict:
     """Stage records in pipeline order; a part ("scores/per") sorts under its stage."""
     order = lambda name: (STAGES.index(name.split("/")[0]) if name.split("/")[0] in STAGES else len(STAGES), name)  # noqa: E731

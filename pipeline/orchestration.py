@@ -1,6 +1,6 @@
-"""The `orchestration` section: how the flows run a round's shards. None of it changes what a
-shard contains, so it is left out of the config hash (a round rerun with more threads is the
-same round)."""
+"""The `orchestration` and `rounds` sections: how the flows run a round's shards, and where a
+deployment's scheduled rounds go. Neither changes what a shard contains, so both are left out of
+the config hash (a round rerun with more threads is the same round)."""
 
 from __future__ import annotations
 
@@ -60,3 +60,12 @@ class OrchestrationConfig(_Strict):
     def gpu_limit(self, part: str) -> str | None:
         """The concurrency limit a shard of this stage part holds while it builds, if any."""
         return self.gpu.name if part.split("/")[0] in self.gpu.stages else None
+
+
+class RoundsConfig(_Strict):
+    """Rounds run by a deployment (`songpref deploy`): where they go and whether they chain."""
+
+    directory: str = Field("rounds", min_length=1, description="Local folder of the deployment's rounds: each run makes "
+                           "<directory>/<deployment>-<iteration>, never reusing one.")  # fmt: skip
+    chain: bool = Field(False, description="Semi-online: each run's parent is the deployment's latest finished round "
+                        "(it samples from and starts DPO at that round's chosen policy).")  # fmt: skip
