@@ -24,6 +24,7 @@ from pipeline.store import RoundStore
 REPO = Path(__file__).resolve().parents[1]
 DEPLOYMENT = "alignment-round"
 ENTRYPOINT = "flows/deployments.py:scheduled_round"
+RETRAIN_ENTRYPOINT = "flows/retrain.py:retrain_on_rankings"
 
 
 @flow(name="scheduled-round")
@@ -66,17 +67,35 @@ def ensure_process_pool(name: str) -> None:
             raise ValueError(f"work pool {name!r} is of type {pool.type!r}; a process pool is needed")
 
 
-def register(config: dict, pool: str, cron: str | None = None, interval: float | None = None, until: str | None = None,
-             parent: str | None = None, name: str = DEPLOYMENT, triggers: list | None = None) -> str:  # fmt: skip
-    """(Re)register the deployment on the process pool `pool`; returns its id. Runs execute this
-    checkout's code (its folder is the flow's source)."""
+def _deploy(entrypoint: str, name: str, pool: str, parameters: dict, **options) -> str:
+    """Register a flow of this checkout (its folder is the source runs load it from) on a process pool."""
+    from prefect import Flow
+
     ensure_process_pool(pool)
-    source = scheduled_round.from_source(source=str(REPO), entrypoint=ENTRYPOINT)
+    source = Flow.from_source(source=str(REPO), entrypoint=entrypoint)
     deployment_id = source.deploy(
-        name=name, work_pool_name=pool, cron=cron, interval=interval, build=False, push=False, print_next_steps=False,
-        parameters={"config": config, "parent": parent, "until": until},
-        concurrency_limit=1,  # one round of a deployment at a time: a chained run needs the one before it finished
-        job_variables={"env": {"PYTHONPATH": str(REPO)}, "working_dir": str(Path.cwd())},
-        triggers=triggers or [],
+        name=name, work_pool_name=pool, build=False, push=False, print_next_steps=False, parameters=parameters,
+        concurrency_limit=1,  # one run of a deployment at a time: a chained round needs the one before it finished
+        job_variables={"env": {"PYTHONPATH": str(REPO)}}, **options,
     )  # fmt: skip
     return str(deployment_id)
+
+
+def register(config: dict, pool: str, cron: str | None = None, interval: float | None = None, until: str | None = None,
+             parent: str | None = None, name: str = DEPLOYMENT) -> str:  # fmt: skip
+    """(Re)register the round deployment on the process pool `pool`, with its schedule; returns its id."""
+    return _deploy(ENTRYPOINT, name, pool, {"config": config, "parent": parent, "until": until}, cron=cron, interval=interval)
+
+
+def register_retraining(round_dir: str, campaign: str, pool: str, min_new_rankings: int, db_url: str | None = None,
+                        until: str = "sweep") -> tuple[str, str]:  # fmt: skip
+    """(Re)register `retrain-on-rankings` for one round and campaign, triggered by each accepted
+    upload to the campaign; returns (deployment name, id)."""
+    from prefect.events import DeploymentEventTrigger
+
+    from reward_model.service.events import EVENT, campaign_resource
+
+    name = f"{Path(round_dir).name}-{campaign}"
+    trigger = DeploymentEventTrigger(name=f"rankings for {campaign}", expect={EVENT}, match={"prefect.resource.id": campaign_resource(campaign)})
+    parameters = {"round_dir": round_dir, "campaign": campaign, "min_new_rankings": min_new_rankings, "db_url": db_url, "until": until}
+    return name, _deploy(RETRAIN_ENTRYPOINT, name, pool, parameters, triggers=[trigger])

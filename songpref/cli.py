@@ -22,7 +22,7 @@ from songpref.cli_annotate import annotate_app
 from songpref.cli_cards import cards_app
 from songpref.cli_merge import merge_command
 from songpref.cli_plan import plan_command
-from songpref.cli_deploy import deploy_command, worker_app
+from songpref.cli_deploy import deploy_command, retrain_app, worker_app
 from songpref.cli_rounds import rounds_app
 from songpref.cli_server import server_app
 from songpref.common import ConfigOpt, SetOpt, console, fail, load_config_file, print_status, round_config, run_stages
@@ -50,6 +50,7 @@ app.add_typer(annotate_app, name="annotate")
 app.add_typer(server_app, name="server")
 app.add_typer(worker_app, name="worker")
 app.add_typer(rounds_app, name="rounds")
+app.add_typer(retrain_app, name="retrain")
 app.command("deploy")(deploy_command)
 app.command("merge")(merge_command)
 app.command("dpo")(dpo_command)

@@ -70,3 +70,35 @@ def worker_start(
     command += ["--run-once"] if run_once else []
     sys.stdout.flush()
     os.execv(sys.executable, command)  # the worker keeps this pid: a supervisor stops it by that pid
+
+
+retrain_app = typer.Typer(help="Retraining when new rankings arrive at the annotation service.", no_args_is_help=True)
+
+
+@retrain_app.command("deploy")
+def retrain_deploy(
+    round_dir: Annotated[Path, typer.Argument(help="The round to retrain (its candidates are the campaign's).")],
+    campaign: Annotated[str, typer.Option(help="The annotation campaign whose uploads trigger retraining.")],
+    min_rankings: Annotated[int, typer.Option(min=1, help="New rankings needed since the round last trained on the campaign.")] = 100,
+    pool: PoolOpt = "songpref",
+    db_url: Annotated[Optional[str], typer.Option("--db-url", help="The service's database; default the round's SQLite file.")] = None,
+    until: Annotated[str, typer.Option(help="Last stage retrained: reward_model, pairs, dpo, merge or sweep.")] = "sweep",
+) -> None:
+    """Register `retrain-on-rankings` for a round: every accepted upload to the campaign (an event from
+    `songpref annotate serve` running with PREFECT_API_URL set) starts a run, which retrains reward_model ->
+    pairs -> dpo -> merge -> sweep on the campaign's rankings once enough are new, and otherwise waits."""
+    from flows.retrain import RETRAIN_STAGES
+
+    if until not in RETRAIN_STAGES:
+        fail(f"--until {until!r}: retraining runs {', '.join(RETRAIN_STAGES)}")
+    if not (round_dir / "manifest.json").is_file():
+        fail(f"{round_dir}: not a round (no manifest.json)")
+    api = _server_url()
+    from flows.deployments import register_retraining
+
+    try:
+        name, deployment_id = register_retraining(str(round_dir.resolve()), campaign, pool, min_rankings, db_url, until)
+    except Exception as exc:
+        fail(f"deploy failed: {exc}")
+    console.print(f"deployment retrain-on-rankings/{name} ({deployment_id}) on pool {pool!r}, server {api}: "
+                  f"retrains {round_dir} to {until} after {min_rankings} new rankings in campaign {campaign!r}", highlight=False)  # fmt: skip
