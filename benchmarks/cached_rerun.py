@@ -25,11 +25,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def rerun(round_dir: Path, config: Path, code: Path, env: dict) -> dict:
+def rerun(round_dir: Path, config: Path, code: Path, env: dict, until: str | None) -> dict:
     before = json.loads((round_dir / "manifest.json").read_text())["stages"]
     load = os.getloadavg()[0]
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "songpref", "round", "run", "--config", str(config), "--out", str(round_dir)],
+    subprocess.run([sys.executable, "-m", "songpref", "round", "run", "--config", str(config), "--out", str(round_dir),
+                    *(["--until", until] if until else [])],
                    cwd=code, env={**env, "PYTHONPATH": str(code)}, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     seconds = time.perf_counter() - started
     after = json.loads((round_dir / "manifest.json").read_text())["stages"]
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--round", type=Path, required=True, help="a finished round directory")
     parser.add_argument("--config", type=Path, default=REPO / "configs/tiny.yaml")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--until", default=None, help="last stage rerun (default: all)")
     parser.add_argument("--code", type=Path, default=REPO, help="the checkout whose code runs (default: this one)")
     parser.add_argument("--server", action="store_true", help="also time reruns against a running server on PostgreSQL")
     parser.add_argument("--label", default="this branch")
@@ -57,7 +59,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(PREFECT_HOME=tempfile.mkdtemp(prefix="songpref-bench-home-"), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
     config, round_dir = args.config.resolve(), args.round.resolve()
-    results = {"temporary server": [rerun(round_dir, config, args.code, env) for _ in range(args.repeat)]}
+    results = {"temporary server": [rerun(round_dir, config, args.code, env, args.until) for _ in range(args.repeat)]}
     if args.server:
         from flows.server import ServerSettings, start_server, stop_server
 
@@ -66,10 +68,10 @@ def main() -> None:
         info = start_server(settings)
         try:
             served = {**env, "PREFECT_API_URL": info["api_url"]}
-            results["running server (PostgreSQL)"] = [rerun(round_dir, config, args.code, served) for _ in range(args.repeat)]
+            results["running server (PostgreSQL)"] = [rerun(round_dir, config, args.code, served, args.until) for _ in range(args.repeat)]
         finally:
             stop_server(settings.home)
-    entry = {"label": args.label, "round": str(round_dir), "cpus": os.cpu_count(), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    entry = {"label": args.label, "round": str(round_dir), "until": args.until, "cpus": os.cpu_count(), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
              "runs": results}  # fmt: skip
     print(json.dumps(entry, indent=2))
     history = json.loads(args.results.read_text()) if args.results.is_file() else []

@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import deployment as current_deployment
 from prefect.runtime import flow_run as current_flow_run
 
+from flows import REPO_ROOT
 from flows.chain import claim_round_dir, latest_finished
 from flows.round import alignment_round
 from flows.stages import stages_until
@@ -21,7 +22,7 @@ from pipeline.config import config_from_dict
 from pipeline.manifest import annotate_round, open_round
 from pipeline.store import RoundStore
 
-REPO = Path(__file__).resolve().parents[1]
+
 DEPLOYMENT = "alignment-round"
 ENTRYPOINT = "flows/deployments.py:scheduled_round"
 RETRAIN_ENTRYPOINT = "flows/retrain.py:retrain_on_rankings"
@@ -72,11 +73,11 @@ def _deploy(entrypoint: str, name: str, pool: str, parameters: dict, **options) 
     from prefect import Flow
 
     ensure_process_pool(pool)
-    source = Flow.from_source(source=str(REPO), entrypoint=entrypoint)
+    source = Flow.from_source(source=str(REPO_ROOT), entrypoint=entrypoint)
     deployment_id = source.deploy(
         name=name, work_pool_name=pool, build=False, push=False, print_next_steps=False, parameters=parameters,
         concurrency_limit=1,  # one run of a deployment at a time: a chained round needs the one before it finished
-        job_variables={"env": {"PYTHONPATH": str(REPO)}}, **options,
+        job_variables={"env": {"PYTHONPATH": str(REPO_ROOT)}}, **options,
     )  # fmt: skip
     return str(deployment_id)
 

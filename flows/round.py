@@ -17,10 +17,10 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-from prefect.task_runners import ThreadPoolTaskRunner
 
 import data_cards
 from flows.limits import ensure_limit, holding_slot
+from flows.runners import ray_remote_options, ray_session, task_runner
 from flows.stages import make_stage, run_if_cached, stages_until
 from pipeline.config import RoundConfig
 from pipeline.manifest import open_round
@@ -62,7 +62,8 @@ def stage_flow(round_url: str, config: dict, stage_name: str) -> dict:
     if gpu_limit:
         ensure_limit(gpu_limit, round_config.orchestration.gpu.slots)
     shard_task = build_shard.with_options(retries=options.retries, retry_delay_seconds=options.retry_delay_seconds)
-    futures = shard_task.map(unmapped(round_url), unmapped(config), unmapped(stage_name), specs, unmapped(gpu_limit))
+    with ray_remote_options(options):  # Ray's num_cpus/num_gpus per shard; nothing for threads
+        futures = shard_task.map(unmapped(round_url), unmapped(config), unmapped(stage_name), specs, unmapped(gpu_limit))
     results, errors = [], []
     for future in as_completed(futures):
         try:
@@ -111,9 +112,9 @@ def alignment_round(round_url: str, config: dict, stages: list[str] | None = Non
     open_round(store, RoundConfig.model_validate(config))
     orchestration = RoundConfig.model_validate(config).orchestration
     records = {}
-    for name in stages or stages_until(None):
-        runner = ThreadPoolTaskRunner(max_workers=orchestration.for_stage(name).parallelism)
-        records[name] = stage_flow.with_options(task_runner=runner)(round_url, config, name)
+    with ray_session(orchestration):
+        for name in stages or stages_until(None):
+            records[name] = stage_flow.with_options(task_runner=task_runner(orchestration, name))(round_url, config, name)
     return records
 
 

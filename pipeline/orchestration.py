@@ -24,6 +24,8 @@ class ShardRunOptions(_Strict):
     parallelism: int | None = Field(None, ge=1, description="Shards of the stage built at once (threads, or Ray tasks).")
     retries: int | None = Field(None, ge=0, description="Retries of a failed shard before the stage records it failed.")
     retry_delay_seconds: float | None = Field(None, ge=0, description="Seconds between a shard's retries.")
+    num_cpus: float | None = Field(None, gt=0, description="With the ray task runner: CPUs a shard reserves (Ray remote option).")
+    num_gpus: float | None = Field(None, ge=0, description="With the ray task runner: GPUs a shard reserves (Ray remote option).")
 
 
 class ShardDefaults(_Strict):
@@ -32,6 +34,8 @@ class ShardDefaults(_Strict):
     parallelism: int = Field(2, ge=1, description="Shards of a stage built at once (threads, or Ray tasks).")
     retries: int = Field(2, ge=0, description="Retries of a failed shard before the stage records it failed.")
     retry_delay_seconds: float = Field(2.0, ge=0, description="Seconds between a shard's retries.")
+    num_cpus: float | None = Field(None, gt=0, description="With the ray task runner: CPUs a shard reserves (Ray's default: 1).")
+    num_gpus: float | None = Field(None, ge=0, description="With the ray task runner: GPUs a shard reserves (Ray's default: 0).")
 
 
 class GpuLimitOptions(_Strict):
@@ -43,9 +47,19 @@ class GpuLimitOptions(_Strict):
     stages: list[StageName] = Field(default_factory=lambda: list(GPU_STAGES), description="The GPU-bound stages (all their parts).")
 
 
+class RayOptions(_Strict):
+    """Where shards run with `task_runner: ray`."""
+
+    address: str | None = Field(None, description="An existing Ray cluster (`ray://HOST:10001` or `HOST:6379`, or `auto`); "
+                                "null starts a local one for the run.")  # fmt: skip
+
+
 class OrchestrationConfig(_Strict):
     """Shard parallelism, retries and the GPU limit, per stage (used by the flows; no effect on outputs)."""
 
+    task_runner: Literal["thread", "ray"] = Field("thread", description="Threads in this process (`parallelism` at once per "
+                                                   "stage), or Ray tasks through prefect-ray's RayTaskRunner.")  # fmt: skip
+    ray: RayOptions = Field(default_factory=RayOptions, description="The Ray cluster for `task_runner: ray`.")
     shards: ShardDefaults = Field(default_factory=ShardDefaults, description="Defaults for every stage.")
     stages: dict[StageName, ShardRunOptions] = Field(default_factory=dict, description="Per-stage overrides, e.g. candidates: {parallelism: 1}.")
     gpu: GpuLimitOptions = Field(default_factory=GpuLimitOptions, description="The GPU concurrency limit of the GPU-bound stages.")
