@@ -89,7 +89,7 @@ def register(config: dict, pool: str, cron: str | None = None, interval: float |
 
 
 def register_retraining(round_dir: str, campaign: str, pool: str, min_new_rankings: int, db_url: str | None = None,
-                        until: str = "sweep") -> tuple[str, str]:  # fmt: skip
+                        until: str = "ablation") -> tuple[str, str]:  # fmt: skip
     """(Re)register `retrain-on-rankings` for one round and campaign, triggered by each accepted
     upload to the campaign; returns (deployment name, id)."""
     from prefect.events import DeploymentEventTrigger

@@ -15,7 +15,7 @@ from pipeline.config import config_with_overrides
 from pipeline.manifest import annotate_round, read_manifest
 from pipeline.store import RoundStore
 
-RETRAIN_STAGES = ["reward_model", "pairs", "dpo", "merge", "sweep"]
+RETRAIN_STAGES = ["reward_model", "pairs", "dpo", "merge", "sweep", "ablation"]
 
 
 def campaign_rankings(round_dir: str, campaign: str, db_url: str | None):
@@ -39,7 +39,7 @@ def campaign_rankings(round_dir: str, campaign: str, db_url: str | None):
 
 @flow(name="retrain-on-rankings")
 def retrain_on_rankings(round_dir: str, campaign: str, min_new_rankings: int = 1, db_url: str | None = None,
-                        until: str = "sweep") -> dict:  # fmt: skip
+                        until: str = "ablation") -> dict:  # fmt: skip
     """Retrain the round on the campaign's rankings when enough are new; else record that it waits."""
     from reward_model.service.export import write_snapshot
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.stages.names import STAGES
 
 StageName = Literal[tuple(STAGES)]  # type: ignore[valid-type]
-GPU_STAGES = ["candidates", "scores", "dpo", "sweep"]
+GPU_STAGES = ["candidates", "scores", "dpo", "sweep", "ablation"]
 
 
 class _Strict(BaseModel):

@@ -1,4 +1,5 @@
-"""The round's report.md: every stage's status, rows and build time, then the sweep's ablation.
+"""The round's report.md: every stage's status, rows and build time, the sweep's ablation, then the
+ablation stage's tables.
 
 Rewritten whenever a stage finishes (runner.finish_stage), from the manifest alone, so it never
 shows a stage as running once the stage is done.
@@ -22,6 +23,9 @@ def round_report(manifest: dict) -> str:
     if sweep.get("status") == "done" and "ablation" in sweep.get("metrics", {}):
         lines += ["", "## Ablation (held-out prompts)", "", sweep["metrics"]["ablation"], "",
                   f"Chosen DNI point: **{sweep['metrics']['chosen']}** (see sweep/report.md)."]  # fmt: skip
+    ablation = manifest["stages"].get("ablation", {})
+    if ablation.get("status") == "done" and "report" in ablation.get("metrics", {}):
+        lines += ["", "# Ablation on fresh held-out songs (ablation/oracle.md)", "", ablation["metrics"]["report"]]
     return "\n".join(lines) + "\n"
 
 

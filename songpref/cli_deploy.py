@@ -82,7 +82,7 @@ def retrain_deploy(
     min_rankings: Annotated[int, typer.Option(min=1, help="New rankings needed since the round last trained on the campaign.")] = 100,
     pool: PoolOpt = "songpref",
     db_url: Annotated[Optional[str], typer.Option("--db-url", help="The service's database; default the round's SQLite file.")] = None,
-    until: Annotated[str, typer.Option(help="Last stage retrained: reward_model, pairs, dpo, merge or sweep.")] = "sweep",
+    until: Annotated[str, typer.Option(help="Last stage retrained: reward_model, pairs, dpo, merge, sweep or ablation.")] = "ablation",
 ) -> None:
     """Register `retrain-on-rankings` for a round: every accepted upload to the campaign (an event from
     `songpref annotate serve` running with PREFECT_API_URL set) starts a run, which retrains reward_model ->
