@@ -34,9 +34,13 @@ def _upload_csv(rows) -> bytes:
     return out.getvalue().encode()
 
 
-def _runs(api_url):
+def _runs(api_url, deployment):
+    """The flow runs of one deployment (the session's server also holds other tests' runs)."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
     with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
-        return [r for r in client.read_flow_runs() if r.name and r.flow_id and r.deployment_id]
+        found = client.read_deployment_by_name(deployment)
+        return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[found.id])))
 
 
 def _wait(predicate, seconds, worker):
@@ -87,7 +91,8 @@ def test_an_accepted_upload_triggers_retraining_once_enough_rankings_are_new(pos
             assert answer.status_code == 201, answer.text
 
         def finished(count):
-            return lambda: len(ended := [r for r in _runs(server.api_url) if r.state_type.value in FINAL]) >= count and ended
+            runs = lambda: _runs(server.api_url, f"retrain-on-rankings/{root.name}-people")  # noqa: E731
+            return lambda: len(ended := [r for r in runs() if r.state_type.value in FINAL]) >= count and ended
 
         upload(first)  # too few new rankings: the run waits and retrains nothing
         assert {r.state_type.value for r in _wait(finished(1), 120, worker)} == {"COMPLETED"}
