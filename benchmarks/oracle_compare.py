@@ -1,8 +1,9 @@
 """Benchmark: trained policies compared with base by the oracle ablation, without training again.
 
-Every `NAME=MODEL_DIR` is asked for the same fresh held-out songs as base (the round's own lyrics
+Every `NAME=MODEL_DIR` is asked for the same fresh held-out songs as base (the policy before DPO) (the round's own lyrics
 and conditions stages under a derived seed; each prompt's own seeds, the same for every model),
-and the paired table is printed with the load average and wall time; raw rows go to `--out`.
+and the table of paired differences from `--reference` (default base) is printed with the load
+average and wall time; raw rows go to `--out`.
 
     .venv/bin/python benchmarks/oracle_compare.py ROUND lyrics=/tmp/ae/lyrics-as-is/dpo/lyrics/model ... \\
         [--prompts 64 --seeds 2 --out benchmarks/results/oracle_compare.json]
@@ -27,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("round", type=Path, help="the round whose config (seed, model, sampling) the songs follow")
     parser.add_argument("models", nargs="+", help="NAME=MODEL_DIR")
+    parser.add_argument("--reference", default="base", help="the model every other is compared with (default: base)")
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/oracle-compare"))
@@ -39,16 +41,18 @@ def main() -> None:
         if not (Path(folder) / "config.json").is_file():
             parser.error(f"{spec}: {folder} is not a model folder (no config.json)")
         models[name] = Path(folder)
+    if args.reference not in models:
+        parser.error(f"--reference {args.reference}: not one of {', '.join(models)}")
     load, started = os.getloadavg(), time.perf_counter()
     conditions = held_out_conditions(config, args.prompts, args.scratch / "held-out")
     songs = {name: sample_oracle(config, folder, conditions, args.seeds) for name, folder in models.items()}
-    table = ablation_frame(songs)
-    markdown = ablation_markdown(table, {})
+    table = ablation_frame(songs, base=args.reference)
+    markdown = ablation_markdown(table, {}, reference=args.reference)
     wall = time.perf_counter() - started
     print(markdown)
     print(f"\n{args.prompts} prompts x {args.seeds} seeds; wall {wall:.0f} s; load {load} -> {os.getloadavg()}")
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    results[f"{args.round}:{args.prompts}x{args.seeds}"] = {
+    results[f"{args.round}:{args.prompts}x{args.seeds}:vs-{args.reference}"] = {
         "models": {n: str(f) for n, f in models.items()}, "table": table.to_dict(orient="records"), "markdown": markdown,
         "wall_seconds": round(wall, 1), "load_before": [round(x, 2) for x in load]}  # fmt: skip
     args.out.parent.mkdir(exist_ok=True)

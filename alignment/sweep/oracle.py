@@ -92,17 +92,17 @@ def ablation_frame(songs: dict[str, pd.DataFrame], metrics=REPORTED, base: str =
 
 
 def ablation_markdown(table: pd.DataFrame, own: dict[str, tuple[str, ...]], labels: dict[str, str] = ORACLE_LABELS,
-                      failed: dict[str, int] | None = None) -> str:  # fmt: skip
-    """Markdown: one row per model, per metric its mean and Δ vs base [95 %]; a model's own target
-    metrics (`own`: model -> metrics of its preference) in bold; `failed`: songs a scorer could
-    not score, per model (those songs are left out of that metric's pairs)."""
+                      failed: dict[str, int] | None = None, reference: str = "base") -> str:  # fmt: skip
+    """Markdown: one row per model, per metric its mean and Δ vs `reference` [95 %]; a model's own
+    target metrics (`own`: model -> metrics of its preference) in bold; `failed`: songs a scorer
+    could not score, per model (those songs are left out of that metric's pairs)."""
     extra = ["failed"] if failed is not None else []
     lines = ["| model | songs | " + " | ".join([*extra, *labels.values()]) + " |",
              "|---|---|" + "---|" * (len(labels) + len(extra))]  # fmt: skip
     for name, group in table.groupby("model", sort=False):
         cells = [str(failed.get(name, 0))] if failed is not None else []
         for metric, row in group.set_index("metric").loc[list(labels)].iterrows():
-            cell = f"{row['mean']:.3g}" if name == "base" else (
+            cell = f"{row['mean']:.3g}" if name == reference else (
                 f"{row['mean']:.3g} (Δ {row['diff']:+.3g} [{row['low']:+.3g}, {row['high']:+.3g}])")  # fmt: skip
             cells.append(f"**{cell}**" if metric in own.get(name, ()) else cell)
         lines.append(f"| {name} | {int(group['songs'].max())} | " + " | ".join(cells) + " |")

@@ -5,7 +5,9 @@ Score: `similarity`, text-audio similarity (MuQ-MuLan in the paper; higher is be
 below `lower`, and a gap of at least `min_gap`. With `thresholds="quantile"`, upper and lower are
 quantile levels of each prompt's own usable similarities (linear interpolation, as numpy's
 default), for scorers whose scale drifts between descriptions; the gap stays in similarity units.
-The signal lives in the conditioning header and the mixed stream that carries the song's plan.
+The signal lives in the conditioning header: in the tiny model the only tokens that decide what a
+description asks (tempo, key, mode; genre, instruments and voice are taken from the condition).
+DPO over the header alone raised its held-out pair accuracy from 0.50 to 0.69 (README).
 """
 
 from __future__ import annotations
@@ -78,5 +80,5 @@ PROMPT = Preference(
     name="prompt", table="similarity", column="similarity", higher_is_better=True, options_class=PromptOptions,
     rule=_rule, describe_rule=_describe, score_label="similarity (higher is better)", metric_label="similarity ↑",
     card="Prompt consistency: the chosen song matches its text description better (text-audio similarity).",
-    streams=("header", "mixed"), oracles=("tempo_hit", "mode_hit"), order=20,
+    streams=("header",), oracles=("tempo_hit", "mode_hit"), order=20,
 )  # fmt: skip
