@@ -14,7 +14,7 @@ CONFIG ?= configs/tiny.yaml
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup round test clean
+.PHONY: setup round test clean server server-stop
 
 setup: $(INSTALL_STAMP)
 
@@ -44,6 +44,14 @@ $(INSTALL_STAMP): pyproject.toml constraints.txt $(APT_STAMP)
 round: setup
 	$(VENV)/bin/songpref round run --config $(CONFIG) --out $(ROUND_DIR)
 	@cat $(ROUND_DIR)/report.md
+
+# A long-running Prefect server on the local PostgreSQL (database songpref_prefect, created if
+# missing); `export PREFECT_API_URL=...` as printed to record runs there. `make round` does not need it.
+server: setup
+	$(VENV)/bin/songpref server start
+
+server-stop: setup
+	$(VENV)/bin/songpref server stop
 
 test: setup
 	$(VENV)/bin/python -m pytest -q

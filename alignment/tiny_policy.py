@@ -6,7 +6,9 @@ wherever labels[t+1] == -100 (its `add_fused_lm_head` patches a single-head caus
 The tiny model has four heads over four streams, so it meets the contract itself: it reads each
 row back into a conditioning prefix and song streams (the text form of preference_text.py),
 scores every stream by its own teacher forcing, and puts each token's log-probability, entropy,
-mean logit and top-1 flag at that token's position. The sum over a completion is therefore the
+mean logit and top-1 flag at that token's position. The heads are scored by TRL's chunked
+log-softmax (the kernel behind its fused LM head): only real target positions, projected in
+vocabulary tiles, so no [B, n, V] logits are kept for the backward pass. The sum over a completion is therefore the
 song's log-likelihood under the model, all streams included (`stream_logprobs` summed).
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import torch
 from transformers import GenerationConfig
+from trl.kernels import ChunkedLogProbFunction
 from trl.trainer.utils import FusedCausalLMOutput
 
 from pipeline.models.tiny.codec import MAX_WORDS, N_PITCH, VOCAL_NOTE_BASE
@@ -21,6 +24,8 @@ from pipeline.models.tiny.model import STREAMS, TinyLeLM
 from pipeline.models.tiny.preference_text import PREFIX_FIELDS, PREFIX_LETTERS, STREAM_LETTERS, TokenLayout
 
 EOS_ID = 1
+# Vocabulary columns per projection tile of the chunked log-softmax (TRL's fused LM head uses 32,768).
+VOCAB_CHUNK = 32768
 
 
 class TinyPolicy(TinyLeLM):
@@ -49,25 +54,27 @@ class TinyPolicy(TinyLeLM):
         if input_ids is None:
             raise ValueError("TinyPolicy.forward needs input_ids (the text form of preference_text.py)")
         rows = [self.read_row(ids) for ids in input_ids]  # padding (id 0) belongs to no stream
-        out = self.teacher_forced([r[0] for r in rows], [r[1] for r in rows], training_stage=0)
+        states, targets = self.stream_states([r[0] for r in rows], [r[1] for r in rows], stage=0)
         shape = (input_ids.shape[0], input_ids.shape[1] - 1)
-        fields = {name: torch.zeros(shape, device=input_ids.device) for name in ("log_probs", "entropy", "mean_logits")}
+        zeros = torch.zeros(shape, device=input_ids.device)
+        fields = {name: zeros for name in ("log_probs", "entropy", "mean_logits")}
         is_top1 = torch.zeros(shape, dtype=torch.bool, device=input_ids.device)
+        heads = self.stream_heads()
         for s in (s for s in STREAMS if s in self.scored_streams):
-            logits, target = out.logits[s], out.targets[s]
-            logp = logits.log_softmax(-1)
-            per_token = {
-                "log_probs": self._target_log_probs(s, logp, target.clamp(min=0)),
-                "entropy": -(logp.exp() * logp).sum(-1).detach(),
-                "mean_logits": logits.detach().mean(-1),
-            }
-            top1 = logits.argmax(-1).eq(target)
-            for b, (_, _, where) in enumerate(rows):
-                pos = where[s] - 1  # the logit that predicts the token at position p sits at p - 1
-                n = len(pos)
-                for name, values in per_token.items():
-                    fields[name][b, pos] = values[b, :n].to(fields[name].dtype)
-                is_top1[b, pos] = top1[b, :n]
+            valid = targets[s] >= 0  # row-major, so row b's tokens come out in order, `len(where[s])` of them
+            log_probs, entropy, _, mean_logits, top1 = ChunkedLogProbFunction.apply(
+                states[s][valid], heads[s].weight, heads[s].bias, targets[s][valid], 1.0, VOCAB_CHUNK, None, 1.0,
+                ("entropy", "mean_logits", "is_top1"),
+            )  # fmt: skip
+            # The logit that predicts the token at position p sits at p - 1.
+            at = (torch.cat([torch.full((len(r[2][s]),), b) for b, r in enumerate(rows)]).to(input_ids.device),
+                  torch.cat([r[2][s] for r in rows]).to(input_ids.device) - 1)  # fmt: skip
+            if s == "vocals" and self.vocal_factor == "word":
+                log_probs = self._word_log_probs(states[s][valid], heads[s], targets[s][valid])
+            per_token = {"log_probs": log_probs.float(), "entropy": entropy.detach().float(),
+                         "mean_logits": mean_logits.float()}  # fmt: skip
+            fields = {name: fields[name].index_put(at, per_token[name]) for name in fields}
+            is_top1 = is_top1.index_put(at, top1)
         if labels is not None:
             scored = labels[:, 1:].ne(-100)
             fields = {k: v * scored for k, v in fields.items()}
@@ -76,15 +83,15 @@ class TinyPolicy(TinyLeLM):
         loss = -fields["log_probs"].sum() / count
         return FusedCausalLMOutput(loss=loss, is_top1=is_top1, **fields)
 
-    def _target_log_probs(self, stream: str, logp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """log p(target) per position; a vocals note under vocal_factor "word" as log p(its word)."""
-        picked = logp.gather(-1, target[..., None])[..., 0]
-        if stream != "vocals" or self.vocal_factor == "note":
-            return picked
-        words = logp[..., VOCAL_NOTE_BASE:].unflatten(-1, (MAX_WORDS, N_PITCH)).logsumexp(-1)
-        is_note = target >= VOCAL_NOTE_BASE
-        word = ((target - VOCAL_NOTE_BASE).clamp(min=0) // N_PITCH)
-        return torch.where(is_note, words.gather(-1, word[..., None])[..., 0], picked)
+    @staticmethod
+    def _word_log_probs(states: torch.Tensor, head, target: torch.Tensor) -> torch.Tensor:
+        """log p(target) per vocals token with a note counted as its word: the log-probability of
+        its word position with the pitch summed out (rests and holds as they are)."""
+        logp = head(states).float().log_softmax(-1)
+        picked = logp.gather(-1, target[:, None])[:, 0]
+        words = logp[:, VOCAL_NOTE_BASE:].unflatten(-1, (MAX_WORDS, N_PITCH)).logsumexp(-1)
+        word = (target - VOCAL_NOTE_BASE).clamp(min=0) // N_PITCH
+        return torch.where(target >= VOCAL_NOTE_BASE, words.gather(-1, word[:, None])[:, 0], picked)
 
     def read_row(self, ids: torch.Tensor) -> tuple[dict, dict, dict]:
         """One row of ids -> (encoded prefix, song streams, positions of each stream's

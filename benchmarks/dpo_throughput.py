@@ -51,7 +51,6 @@ from alignment.dpo.options import DpoOptions, LoraOptions
 from alignment.dpo.trainer import MultiStreamDPOTrainer
 from alignment.tiny_policy import TinyPolicy
 from pipeline.models.tiny.preference_text import TinySongTokenizer, TokenLayout, completion_text, prompt_text
-from pipeline.models.tiny.song_model import CHECKPOINT_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "dpo_cpu.json"
@@ -242,6 +241,8 @@ def main() -> None:
         parser.error("--device cuda: no CUDA device is available")
     out_path = args.out or (RESULTS if args.device == "cpu" else RESULTS.with_name("dpo_cuda.json"))
     os.environ.setdefault("TQDM_DISABLE", "1")
+    from pipeline.models.tiny.song_model import CHECKPOINT_DIR  # here: dpo_gpu.py imports this module without the renderer
+
     load_before = os.getloadavg()
     started = time.perf_counter()
     torch.set_num_threads(args.threads)

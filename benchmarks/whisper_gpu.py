@@ -7,13 +7,16 @@ Measures audio seconds per wall second, side by side in one process on the same 
   (b) the batched transcriber with the reference decoder (`whisper.decode` on each batch);
   (c) the batched transcriber with the fast decoder at WhisperOptions' defaults (and (c') without
       CUDA graphs), and variants: the old batching (64 windows, no padding), every window of the
-      call in one batch, partial batches padded to full size, the memory-efficient attention kernel;
+      call in one batch, partial batches padded to full size, the memory-efficient attention kernel,
+      whisper's own attention without SDPA (`matmul`, with its reference row);
   (d) the encoder alone over the same windows.
 
 Each fast row is timed twice: `cold`, the first call after the decoder's graphs were released (it
 captures a graph set for each batch size it meets), and `warm`, the same call again (the graph
 sets are kept per batch size, as across the calls of a pipeline run); x_realtime is the warm one.
-A sweep gives the fast decoder's time per step against the batch size.
+A sweep gives the fast decoder's time per step against the batch size. The memory floor of a
+step (`step_floor`: the bytes it must read over the bandwidth of a device-to-device copy measured
+here) stands beside each kernel's measured step time.
 
 End-of-text is suppressed everywhere and every window decodes exactly `--tokens` tokens, so the
 work is the same in each row whatever the random weights would emit. Audio goes through the
@@ -78,6 +81,41 @@ def write_songs(root: Path, count: int, lo: float, hi: float, seed: int) -> list
     return items
 
 
+def copy_bandwidth() -> float:
+    """Device memory bandwidth measured here: bytes read plus written by a 4 GiB device-to-device copy."""
+    import torch
+
+    a = torch.empty(2**31, dtype=torch.float16, device="cuda")
+    b = torch.empty_like(a)
+    b.copy_(a)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(10):
+        b.copy_(a)
+    torch.cuda.synchronize()
+    rate = 10 * 2 * a.numel() * 2 / (time.perf_counter() - start)
+    del a, b
+    torch.cuda.empty_cache()
+    return rate
+
+
+def step_floor(model, batch: int, tokens: int, bandwidth: float | None) -> dict:
+    """The fewest bytes one greedy step of `batch` windows must read (fp16): every layer's
+    cross-attention keys and values of every window, the self-attention cache at the mean
+    position, the decoder's weights once (the logits' embedding included); over the bandwidth."""
+    dims = model.dims
+    d, layers = dims.n_text_state, dims.n_text_layer
+    cross = layers * batch * dims.n_audio_ctx * d * 2 * 2
+    self_cache = layers * batch * (4 + tokens / 2) * d * 2 * 2
+    weights = 2 * sum(p.numel() for n, p in model.decoder.named_parameters() if n != "positional_embedding")
+    total = cross + self_cache + weights
+    datasheet = 3.35e12  # H100 SXM HBM3
+    return {"batch": batch, "bytes_cross_attention": cross, "bytes_self_attention_mean": self_cache,
+            "bytes_weights": weights, "bytes_total": total, "bandwidth_measured": bandwidth,
+            "floor_s_measured_bandwidth": total / bandwidth if bandwidth else None,
+            "floor_s_datasheet_3_35_TBps": total / datasheet}
+
+
 def timed(fn):
     import torch
 
@@ -101,8 +139,9 @@ def main() -> None:
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--sweep", default="16,32,64,96,128,160,192", help="batch sizes for the step-time sweep")
     parser.add_argument("--sweep-efficient", default="64,128,192", help="the same with the efficient kernel")
-    parser.add_argument("--variants", default="bw64_nopad,bw128,pad1,pad_full,efficient")
-    parser.add_argument("--check-backends", default="flash,efficient", help="attention kernels of the token check")
+    parser.add_argument("--sweep-matmul", default="64,128,192", help="the same with whisper's own (matmul) attention")
+    parser.add_argument("--variants", default="bw64_nopad,bw128,pad1,pad_full,efficient,matmul")
+    parser.add_argument("--check-backends", default="flash,efficient,matmul", help="attention kernels of the token check")
     parser.add_argument("--out", type=Path, default=Path("whisper_gpu.json"))
     args = parser.parse_args()
 
@@ -135,6 +174,7 @@ def main() -> None:
         "all_in_one": dict(batch_windows=-(-n_windows // 8) * 8),  # every window of the call in one batch
         "pad_full": dict(pad_multiple=defaults.batch_windows),  # a partial batch padded to the full size
         "efficient": dict(decoder_attention="efficient"),
+        "matmul": dict(decoder_attention="matmul"),
     }
     rows, texts, result = {}, {}, {}
 
@@ -192,8 +232,9 @@ def main() -> None:
     run_reference("b_batched_reference")
     for name in [v for v in args.variants.split(",") if v]:
         run_fast(f"c_fast_{name}", **variants[name])
-    if "efficient" in args.variants.split(","):
-        run_reference("b_reference_efficient", decoder_attention="efficient")
+    for backend in ("efficient", "matmul"):
+        if backend in args.variants.split(","):
+            run_reference(f"b_reference_{backend}", decoder_attention=backend)
     t = scorer("fast", cuda_graphs=False)
     t.transcribe(items[:1])
     release(model)
@@ -207,6 +248,7 @@ def main() -> None:
         "texts_identical_b_c": same("b_batched_reference", "c_batched_fast"),
         "texts_identical_c_cprime": same("c_batched_fast", "c_batched_fast_no_graphs"),
         "texts_identical_b_c_efficient": same("b_reference_efficient", "c_fast_efficient"),
+        "texts_identical_b_c_matmul": same("b_reference_matmul", "c_fast_matmul"),
         # Other batchings decode windows in other batch sizes: equal texts are expected, not promised.
         "texts_equal_to_default": {k: texts[k] == texts["c_batched_fast"] for k in texts if k.startswith("c_fast_")},
     }
@@ -220,6 +262,8 @@ def main() -> None:
     features = torch.cat([t.encode(t.log_mel(windows[s: s + chunk])) for s in range(0, n_windows, chunk)])
     bw = defaults.batch_windows
     batch = features[:bw] if len(features) >= bw else features.repeat(-(-bw // len(features)), 1, 1)[:bw]
+    result["memory_floor"] = floor = step_floor(model, bw, args.tokens, copy_bandwidth() if cuda else None)
+    print("floor", json.dumps(floor), flush=True)
     for backend in [b for b in args.check_backends.split(",") if b]:
         t = scorer("fast", decoder_attention=backend)
         release(model)
@@ -236,6 +280,7 @@ def main() -> None:
             "distinct_tokens": len({x for row in fast_tokens for x in row}),
             "decode_ms_per_step_fast": round(1000 * fast_s / args.tokens, 2),
             "decode_ms_per_step_reference": round(1000 * ref_s / args.tokens, 2),
+            "fast_step_over_floor": round(fast_s / args.tokens / floor["floor_s_measured_bandwidth"], 2) if cuda else None,
         }
         print(backend, json.dumps(check[backend]), flush=True)
         save()
@@ -254,7 +299,7 @@ def main() -> None:
 
     # Step time against batch size (graphs captured before timing).
     sweep = {}
-    for backend, sizes in [("flash", args.sweep), ("efficient", args.sweep_efficient)]:
+    for backend, sizes in [("flash", args.sweep), ("efficient", args.sweep_efficient), ("matmul", args.sweep_matmul)]:
         t = scorer("fast", decoder_attention=backend)
         for b in [int(x) for x in sizes.split(",") if x]:
             f = features.repeat(-(-b // len(features)), 1, 1)[:b]

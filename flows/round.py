@@ -16,11 +16,12 @@ from prefect import flow, task, unmapped
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 import data_cards
-from flows.stages import make_stage, stages_until
+from flows.limits import ensure_limit, holding_slot
+from flows.runners import ray_remote_options, ray_session, task_runner
+from flows.stages import make_stage, run_if_cached, stages_until
 from pipeline.config import RoundConfig
 from pipeline.manifest import open_round
 from pipeline.stages.base import ShardResult, ShardSpec
@@ -40,19 +41,29 @@ def _report(event: str, stage: str, payload: object) -> None:
 
 # The round store is the cache: a shard whose file exists is skipped inside the task, keyed
 # by the digest of its inputs. Prefect's own result cache would be a second, weaker copy.
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name="{stage_name}-shard-{spec.index}")
-def build_shard(round_url: str, config: dict, stage_name: str, spec: ShardSpec) -> ShardResult:
+# Retries and parallelism come from the config's `orchestration` section (`with_options` per stage).
+@task(cache_policy=NO_CACHE, task_run_name="{stage_name}-shard-{spec.index}")
+def build_shard(round_url: str, config: dict, stage_name: str, spec: ShardSpec, gpu_limit: str | None = None) -> ShardResult:
     stage = make_stage(stage_name, RoundConfig.model_validate(config), RoundStore(round_url))
-    return stage.run_shard(spec)
+    if stage.store.exists(spec.filename):  # finished work holds no GPU slot
+        return stage.run_shard(spec)
+    with holding_slot(gpu_limit):
+        return stage.run_shard(spec)
 
 
-@flow(name="stage", flow_run_name="{stage_name}", task_runner=ThreadPoolTaskRunner(max_workers=2))
+@flow(name="stage", flow_run_name="{stage_name}")
 def stage_flow(round_url: str, config: dict, stage_name: str) -> dict:
     """One stage: plan, build the missing shards, record the stage in the manifest."""
-    stage = make_stage(stage_name, RoundConfig.model_validate(config), RoundStore(round_url))
+    round_config = RoundConfig.model_validate(config)
+    stage = make_stage(stage_name, round_config, RoundStore(round_url))
+    options, gpu_limit = round_config.orchestration.for_stage(stage_name), round_config.orchestration.gpu_limit(stage_name)
     specs, started = start_stage(stage)
     _report("start", stage_name, len(specs))
-    futures = build_shard.map(unmapped(round_url), unmapped(config), unmapped(stage_name), specs)
+    if gpu_limit:
+        ensure_limit(gpu_limit, round_config.orchestration.gpu.slots)
+    shard_task = build_shard.with_options(retries=options.retries, retry_delay_seconds=options.retry_delay_seconds)
+    with ray_remote_options(options):  # Ray's num_cpus/num_gpus per shard; nothing for threads
+        futures = shard_task.map(unmapped(round_url), unmapped(config), unmapped(stage_name), specs, unmapped(gpu_limit))
     results, errors = [], []
     for future in as_completed(futures):
         try:
@@ -99,19 +110,29 @@ def alignment_round(round_url: str, config: dict, stages: list[str] | None = Non
     """Run `stages` in order (default: every stage); returns each stage's manifest record."""
     store = RoundStore(round_url)
     open_round(store, RoundConfig.model_validate(config))
-    return {name: stage_flow(round_url, config, name) for name in stages or stages_until(None)}
+    orchestration = RoundConfig.model_validate(config).orchestration
+    records = {}
+    with ray_session(orchestration):
+        for name in stages or stages_until(None):
+            records[name] = stage_flow.with_options(task_runner=task_runner(orchestration, name))(round_url, config, name)
+    return records
 
 
 def run_round(
     round_url: str, config: RoundConfig, stages: list[str] | None = None, reporter: Reporter | None = None
 ) -> dict:
     """Entry point for the CLI and notebooks."""
+    stages = stages or stages_until(None)
     if reporter:
         _reporters.append(reporter)
     # Heartbeats let a server notice a crashed run started by a worker; a run in this process
     # is watched by the caller, and each heartbeat thread costs up to 1 s per (sub)flow exit.
     heartbeats = {} if "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" in os.environ else {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
     try:
+        if not PREFECT_API_URL.value():  # a finished round needs no temporary server to be told so
+            records = run_if_cached(stages, config, RoundStore(round_url), _report)
+            if records is not None:
+                return records
         with temporary_settings(updates=heartbeats):
             return alignment_round(round_url, config.resolved(), stages)
     finally:

@@ -83,6 +83,37 @@ def _simple_stage(name: str) -> type[Stage]:
     return found
 
 
+def run_if_cached(names: list[str], config: RoundConfig, store: RoundStore,
+                  report: Callable[[str, str, object], None] = lambda *event: None) -> dict | None:  # fmt: skip
+    """Record a rerun of `names` in this process when every one is done under this config and
+    every planned shard exists (nothing to orchestrate); None, having written nothing, otherwise.
+    Planning runs in order, so a stage plans from the outputs of the stages before it.
+    `report(event, stage, payload)` hears start (shard count), shard (result) and finish (record)."""
+    from pipeline.manifest import open_round, read_manifest
+
+    if not store.exists("manifest.json"):
+        return None
+    manifest = read_manifest(store)
+    if manifest.get("config_hash") != config.digest():
+        return None
+    planned = []
+    for name in names:
+        if manifest["stages"].get(name, {}).get("status") != "done":
+            return None
+        stage = make_stage(name, config, store)
+        specs = stage.plan()
+        if not all(store.exists(spec.filename) for spec in specs):
+            return None
+        planned.append((stage, specs))
+    open_round(store, config)
+    records = {}
+    for stage, specs in planned:
+        report("start", stage.name, len(specs))
+        records[stage.name] = run_stage_in_process(stage, lambda result, name=stage.name: report("shard", name, result), specs)
+        report("finish", stage.name, records[stage.name])
+    return records
+
+
 def run_stage_locally(name: str, config: RoundConfig, store: RoundStore,
                       on_shard: Callable[[ShardResult], None] | None = None) -> dict:  # fmt: skip
     """Run one stage part in this process, shard after shard: for notebooks and quick checks."""

@@ -18,6 +18,7 @@ from pipeline.digest import digest_json
 from pipeline.lyrics.openai_backend import OpenAIOptions
 from pipeline.lyrics.template import TemplateOptions
 from pipeline.lyrics.transformers_backend import TransformersOptions
+from pipeline.orchestration import OrchestrationConfig, RoundsConfig
 from pipeline.pairs.options import PairOptions
 from pipeline.registry import registered
 from pipeline.sections import RegisteredSection, SectionEntry, line_error, prefixed, schema_model
@@ -25,6 +26,9 @@ from pipeline.stages.names import STAGES
 
 # Sections of the upper layers (dpo, sweep, reward_model) register their options class here.
 SECTIONS_GROUP = "songpref.config"
+
+
+UNHASHED_SECTIONS = ("orchestration", "rounds")  # how and where a round runs, not what it makes
 
 
 class ConfigError(ValueError):
@@ -132,6 +136,8 @@ class RoundConfig(RegisteredSection):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="Scorer backends, one per score kind.")
     pairs: PairOptions = Field(default_factory=PairOptions, description="Preference-pair rules (one section per preference) and selection rules.")
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig, description=OrchestrationConfig.__doc__)
+    rounds: RoundsConfig = Field(default_factory=RoundsConfig, description=RoundsConfig.__doc__)
 
     @classmethod
     def registered_entries(cls) -> dict[str, SectionEntry]:
@@ -154,7 +160,8 @@ class RoundConfig(RegisteredSection):
         return self.model_dump(mode="json")
 
     def digest(self) -> str:
-        return digest_json(self.resolved())
+        """The hash of everything that shapes the round's outputs (orchestration and rounds do not)."""
+        return digest_json({k: v for k, v in self.resolved().items() if k not in UNHASHED_SECTIONS})
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RoundConfig:
@@ -243,8 +250,12 @@ def _walk(loc: list[str]) -> tuple[list[str], set[str]]:
 
 
 def _describe(error: dict, source: str) -> str:
-    loc, siblings = _walk([str(p) for p in error["loc"]])
+    written = [str(p) for p in error["loc"]]
+    mapping_key = written[-1:] == ["[key]"]  # a mapping's key itself is wrong (orchestration.stages.<key>)
+    loc, siblings = _walk(written[:-1] if mapping_key else written)
     key = ".".join(loc) or "(top level)"
+    if mapping_key:
+        return f"{source}: {key}: not a valid key: {error['msg']}"
     if error["type"] == "extra_forbidden":
         hint = difflib.get_close_matches(loc[-1], sorted(siblings), n=1)
         return f"{source}: {key}: unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else "")

@@ -37,7 +37,7 @@ def _versions() -> dict[str, str | None]:
     return found
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
@@ -62,25 +62,34 @@ def open_round(store: RoundStore, config: RoundConfig) -> dict:
         seed=config.seed,
         git_sha=_git_sha(),
         versions=_versions(),
-        updated_at=_now(),
+        updated_at=now(),
     )
-    manifest.setdefault("created_at", _now())
-    manifest["stages"] = _in_stage_order(manifest["stages"])
+    manifest.setdefault("created_at", now())
+    manifest["stages"] = in_stage_order(manifest["stages"])
     store.write_json(MANIFEST, manifest)
     return manifest
 
 
-def update_stage(store: RoundStore, stage: str, **fields) -> dict:
-    """Merge `fields` into one stage's record and rewrite the manifest atomically."""
+def update_stage(store: RoundStore, stage: str, drop: tuple[str, ...] = (), **fields) -> dict:
+    """Merge `fields` into one stage's record (removing the keys in `drop`) and rewrite the manifest atomically."""
     manifest = read_manifest(store)
     record = manifest["stages"].setdefault(stage, {})
-    record.update(fields, updated_at=_now())
-    manifest["stages"] = _in_stage_order(manifest["stages"])
+    for key in drop:
+        record.pop(key, None)
+    record.update(fields, updated_at=now())
+    manifest["stages"] = in_stage_order(manifest["stages"])
     store.write_json(MANIFEST, manifest)
     return record
 
 
-def _in_stage_order(records: dict) -> dict:
+def annotate_round(store: RoundStore, key: str, value) -> None:
+    """Set one top-level manifest entry (e.g. `scheduled`: the deployment run that made the round)."""
+    manifest = read_manifest(store)
+    manifest[key] = value
+    store.write_json(MANIFEST, manifest)
+
+
+def in_stage_order(records: dict) -> dict:
     """Stage records in pipeline order; a part ("scores/per") sorts under its stage."""
     order = lambda name: (STAGES.index(name.split("/")[0]) if name.split("/")[0] in STAGES else len(STAGES), name)  # noqa: E731
     return {name: records[name] for name in sorted(records, key=order)}

@@ -22,6 +22,9 @@ from songpref.cli_annotate import annotate_app
 from songpref.cli_cards import cards_app
 from songpref.cli_merge import merge_command
 from songpref.cli_plan import plan_command
+from songpref.cli_deploy import deploy_command, retrain_app, worker_app
+from songpref.cli_rounds import rounds_app
+from songpref.cli_server import server_app
 from songpref.common import ConfigOpt, SetOpt, console, fail, load_config_file, print_status, round_config, run_stages
 
 # Project defaults, before Prefect is imported: no analytics, quiet logs, time for a cold start.
@@ -44,6 +47,11 @@ app.add_typer(lyrics_app, name="lyrics")
 app.add_typer(conditions_app, name="conditions")
 app.add_typer(cards_app, name="cards")
 app.add_typer(annotate_app, name="annotate")
+app.add_typer(server_app, name="server")
+app.add_typer(worker_app, name="worker")
+app.add_typer(rounds_app, name="rounds")
+app.add_typer(retrain_app, name="retrain")
+app.command("deploy")(deploy_command)
 app.command("merge")(merge_command)
 app.command("dpo")(dpo_command)
 app.command("sweep")(sweep_command)

@@ -4,6 +4,7 @@ subprocess on a free port."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -31,9 +32,10 @@ CANDIDATE_COLUMNS = pa.schema([
 ])  # fmt: skip  (the candidates stage's columns)
 
 
-def build_round(root: Path, prompts: int = 3, per_prompt: int = 4, seconds: float = 1.0, audio: bool = True) -> Path:
+def build_round(root: Path, prompts: int = 3, per_prompt: int = 4, seconds: float = 1.0, audio: bool = True, conditions: bool = False) -> Path:
     """A round whose `candidates` stage is done: short FLAC tones and one candidates shard, plus a
-    failed candidate (error set) that campaigns must leave out."""
+    failed candidate (error set) that campaigns must leave out. With `conditions`, the
+    `conditions` stage is done too: each prompt's description and lyrics."""
     store = RoundStore(str(root))
     rows = []
     for p in range(prompts):
@@ -50,8 +52,13 @@ def build_round(root: Path, prompts: int = 3, per_prompt: int = 4, seconds: floa
                          "accompaniment_uri": None, "duration_seconds": seconds, "error": None})  # fmt: skip
     rows.append({**rows[0], "candidate_id": "broken", "mix_uri": None, "vocals_uri": None, "error": "render failed"})
     digest = store.write_table("candidates/shard-00000.parquet", pa.Table.from_pylist(rows, schema=CANDIDATE_COLUMNS))
-    store.write_json("manifest.json", {"stages": {"candidates": {"status": "done", "rows": len(rows),
-                                                                 "outputs": {"shard-00000.parquet": digest}}}})  # fmt: skip
+    stages = {"candidates": {"status": "done", "rows": len(rows), "outputs": {"shard-00000.parquet": digest}}}
+    if conditions:
+        texts = pa.Table.from_pylist([{"condition_id": f"prompt{p}", "description": f"male, pop, happy, piano, the bpm is {100 + p}.",
+                                       "lyric": f"[verse]\nsong number {p} goes here\nand here it rhymes\n[chorus]\nla la {p}"}
+                                      for p in range(prompts)])  # fmt: skip
+        stages["conditions"] = {"status": "done", "rows": prompts, "outputs": {"shard-00000.parquet": store.write_table("conditions/shard-00000.parquet", texts)}}
+    store.write_json("manifest.json", {"stages": stages})
     return root
 
 
@@ -135,3 +142,42 @@ class ServerProcess:
 
 def admin_headers() -> dict:
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def database_fingerprint(engine) -> str:
+    """sha256 over every row of every service table (ordered by id): equal fingerprints mean the
+    request changed nothing stored."""
+    import hashlib
+
+    from sqlalchemy import select
+
+    from reward_model.service.models import Base
+
+    digest = hashlib.sha256()
+    with engine.connect() as conn:
+        for table in sorted(Base.metadata.tables.values(), key=lambda t: t.name):
+            for row in conn.execute(select(table).order_by(table.c.id)):
+                digest.update(repr(tuple(row)).encode())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def campaign_app(root: Path, backend: str, campaign: dict, annotators: list[str]):
+    """The app (in-process TestClient) on a fresh `backend` database with one campaign (`campaign`
+    is its spec) and its annotators: yields (client, app, {annotator: token})."""
+    from fastapi.testclient import TestClient
+
+    from reward_model.service.app import create_app
+    from reward_model.service.settings import ServiceSettings
+
+    generator = database_url(backend, root)
+    app = create_app(ServiceSettings(root, db_url=next(generator), admin_token=ADMIN_TOKEN))
+    try:
+        with TestClient(app) as client:
+            made = client.post("/admin/campaigns", json=campaign, headers=admin_headers())
+            assert made.status_code == 201, made.text
+            people = client.post(f"/admin/campaigns/{campaign['name']}/annotators", json={"names": annotators}, headers=admin_headers()).json()
+            yield client, app, {a["annotator_id"]: a["token"] for a in people["annotators"]}
+    finally:
+        app.state.db.dispose()
+        generator.close()

@@ -29,6 +29,14 @@ def prefect_api_url():
         yield PREFECT_API_URL.value()
 
 
+@pytest.fixture(scope="session")
+def postgres_prefect_server(tmp_path_factory):
+    """A real Prefect server on PostgreSQL for the session, through `songpref server start|stop`."""
+    from prefect_server import running_server
+
+    yield from running_server(tmp_path_factory.mktemp("prefect-server-home"))
+
+
 @pytest.fixture
 def levo_reference() -> Path:
     if not LEVO_REFERENCE.is_dir():

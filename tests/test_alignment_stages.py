@@ -135,7 +135,7 @@ def test_the_ablation_stage_reports_oracle_and_audio_columns_in_the_round_report
     assert run_stage_locally("ablation", ablation, store)["metrics"]["shards_built"] == 0
     report = (root / "report.md").read_text()
     assert "## Oracle metrics" in report and "## The round's own scorers on the same songs" in report
-    assert report.count("## Oracle metrics") == 1  # the rerun replaced its section, never appended a second
+    assert report.count("## Oracle metrics") == 1
     off = config({"dpo": DPO, "sweep": {**SWEEP, "ablation": {"prompts": 0}}})
     skipped = run_stage_locally("ablation", off, store)
     assert skipped["metrics"]["status"] == "skipped" and "prompts is 0" in skipped["metrics"]["reason"]

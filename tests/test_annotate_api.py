@@ -122,7 +122,7 @@ def test_bad_submissions_are_refused(service):
     task = client.get("/api/next", headers=bearer(tokens["cat"])).json()["task"]
     ids = [c["candidate_id"] for c in task["candidates"]]
     post = lambda body, **kw: client.post("/api/submit", json={"task_id": task["task_id"], **body}, headers=bearer(tokens["cat"]), **kw)  # noqa: E731
-    assert post({"candidate_ids": ids, "ranks": [1, 3, 4]}).json()["detail"].count("gaps") == 1
+    assert post({"candidate_ids": ids, "ranks": [1, 3, 3], "tied": True}).json()["detail"].count("gaps") == 1
     assert "tie flag" in post({"candidate_ids": ids, "ranks": [1, 1, 2]}).json()["detail"]
     assert post({"candidate_ids": ids[:2] + ["p9c9"], "ranks": [1, 2, 3]}).status_code == 422
     assert post({"candidate_ids": ids, "ranks": [1, 2]}).status_code == 422

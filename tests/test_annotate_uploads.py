@@ -84,7 +84,7 @@ def test_argilla_v1_and_v2_ranking_exports_parse():
     v2 = {"records": [{"external_id": "c:t0002", "responses": {"ranking": [{"user_id": "bob", "status": "submitted", "value": ["y", "x"]}]}}]}
     assert parse_rankings(json.dumps(v2).encode(), "argilla", VIEW).rows[0].candidate_ids == ["y", "x"]
     v2["records"][0]["responses"]["ranking"][0]["value"] = [{"value": "y", "rank": 1}, {"value": "x", "rank": 3}]
-    assert "gaps" in reasons(rejected(json.dumps(v2), "argilla"))[1]
+    assert "from 1 to 2" in reasons(rejected(json.dumps(v2), "argilla"))[1]
 
 
 @pytest.mark.parametrize(
@@ -119,7 +119,7 @@ def test_every_bad_row_is_reported_with_its_reason():
     error = rejected(text)
     found = reasons(error)
     assert sorted(found) == list(range(2, 12)) and error.status == 422
-    for row, words in {2: "fields", 3: "unknown task_id", 4: "unknown candidate", 5: "gaps", 6: "tie flag", 7: "unknown annotator_id",
+    for row, words in {2: "fields", 3: "unknown task_id", 4: "unknown candidate", 5: "from 1 to 3", 6: "tie flag", 7: "unknown annotator_id",
                        8: "repeats the judgement of row 1", 9: "before started_at", 10: "integers", 11: "annotator_id is missing"}.items():  # fmt: skip
         assert words in found[row], (row, found[row])
 
@@ -127,7 +127,7 @@ def test_every_bad_row_is_reported_with_its_reason():
 def test_missing_columns_rows_of_others_and_stored_judgements():
     assert "either candidate_ids with ranks" in reasons(rejected("annotator_id,task_id\nann,c:t0001\n"))[1]
     assert "task_id or prompt_id" in reasons(rejected("annotator_id,candidate_ids,ranks\nann,a;b,1;2\n"))[1]
-    as_ann = CampaignView(**{**VIEW.__dict__, "uploader": "ann"})
+    as_ann = CampaignView(**{**VIEW.__dict__, "uploader": "ann", "assigned": frozenset({"c:t0002"})})
     foreign = rejected(HEADER + "bob,c:t0002,x;y,1;2,,,,\nann,c:t0002,x;y,1;2,,,,\n", view=as_ann)
     assert foreign.status == 403 and list(reasons(foreign)) == [1] and "belongs to annotator 'bob'" in reasons(foreign)[1]
     first = parse_rankings((HEADER + "ann,c:t0002,x;y,1;2,,,,\n").encode(), "csv", VIEW).rows[0]
@@ -182,7 +182,9 @@ def test_a_bad_file_stores_nothing(server):
 def test_annotators_upload_only_their_own_rows(server):
     client, tokens = server
     before = stored(client)
-    bobs = (HEADER + "bob,up:t0002,p1c0;p1c1;p1c2,2;1;3,,,,\n").encode()
+    held = client.get("/api/next", headers={"Authorization": f"Bearer {tokens['bob']}"}).json()["task"]
+    ids = ";".join(c["candidate_id"] for c in held["candidates"])
+    bobs = (HEADER + f"bob,{held['task_id']},{ids},2;1;3,,,,\n").encode()
     assert upload(client, bobs, token=tokens["ann"]).status_code == 403 and stored(client) == before
     own = upload(client, bobs, token=tokens["bob"])
     assert own.status_code == 201 and stored(client) == before + 1

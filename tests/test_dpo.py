@@ -98,7 +98,7 @@ def test_trl_log_probs_equal_the_models_teacher_forced_ones(policy, songs, datas
         sung = torch.tensor(tokens["vocals"]) >= VOCAL_NOTE_BASE
         notes[b, where["vocals"][sung] - 1] = True
     assert notes.any() and (words.log_probs[notes] > out.log_probs[notes] + 1e-6).all()
-    assert torch.allclose(words.log_probs[~notes], out.log_probs[~notes], atol=1e-6)
+    assert torch.allclose(words.log_probs[~notes], out.log_probs[~notes], atol=1e-4)
     assert (words.log_probs <= 1e-6).all()
 
 

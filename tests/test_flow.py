@@ -24,3 +24,26 @@ def test_round_flow_runs_stages_as_subflows_with_artifacts(tmp_path, prefect_api
     names, keys = asyncio.run(runs_and_artifacts())
     assert {"lyrics", "conditions"} <= names
     assert {"lyrics-summary", "conditions-summary"} <= keys
+
+
+def test_a_finished_round_is_rerun_in_process_and_an_unfinished_one_is_left_to_the_flow(tmp_path):
+    from flows.stages import run_if_cached, run_stage_locally
+    from pipeline.manifest import open_round, read_manifest
+    from pipeline.store import RoundStore
+
+    config = RoundConfig.model_validate({"seed": 4, "lyrics": {"count": 16, "shard_size": 8}})
+    store = RoundStore(str(tmp_path))
+    assert run_if_cached(["lyrics"], config, store) is None  # no round yet
+    open_round(store, config)
+    run_stage_locally("lyrics", config, store)
+    before = read_manifest(store)
+    assert run_if_cached(["lyrics", "conditions"], config, store) is None  # conditions not run
+    assert read_manifest(store) == before  # and nothing was written
+    events = []
+    records = run_if_cached(["lyrics"], config, store, lambda *e: events.append(e[:2]))
+    assert records["lyrics"]["rerun"]["shards_skipped"] == 2 and records["lyrics"]["seconds"] == before["stages"]["lyrics"]["seconds"]
+    assert events == [("start", "lyrics"), ("shard", "lyrics"), ("shard", "lyrics"), ("finish", "lyrics")]
+    next(tmp_path.glob("lyrics/shard-00001-*.parquet")).unlink()
+    assert run_if_cached(["lyrics"], config, store) is None
+    other = RoundConfig.model_validate({"seed": 5, "lyrics": {"count": 16, "shard_size": 8}})
+    assert run_if_cached(["lyrics"], other, store) is None

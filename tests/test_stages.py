@@ -178,3 +178,17 @@ def test_wall_clock_metrics_are_reported_but_never_stored_in_the_shard(tmp_path)
     assert footer == {"rows_seen": 2}
     skipped = Timed(RoundConfig(), stores[0]).run_shard(Timed(RoundConfig(), stores[0]).plan()[0])
     assert skipped.skipped and skipped.metrics == {"rows_seen": 2}
+
+
+def test_a_cached_rerun_keeps_the_build_record_and_the_report_shows_every_stage_done(tmp_path):
+    _, built = run(tmp_path)
+    _, again = run(tmp_path)
+    for name in ("lyrics", "conditions"):
+        assert again[name]["seconds"] == built[name]["seconds"] and again[name]["metrics"] == {**built[name]["metrics"], "shards_built": 0, "shards_skipped": 3}
+        assert again[name]["rerun"]["shards_skipped"] == 3 and again[name]["rerun"]["seconds"] >= 0
+    report = (tmp_path / "report.md").read_text()
+    assert f"| conditions | done | 40 | {built['conditions']['seconds']} |" in report and "running" not in report
+    # another config makes lyrics stale: still nothing to build there, so its build time stands
+    _, changed = run(tmp_path, conditions={"auto_prompt": "random"})
+    assert changed["lyrics"]["seconds"] == built["lyrics"]["seconds"] and "rerun" in changed["lyrics"]
+    assert changed["conditions"]["metrics"]["shards_built"] == 3 and "rerun" not in changed["conditions"]

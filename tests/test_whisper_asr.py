@@ -18,7 +18,7 @@ sf = pytest.importorskip("soundfile")
 
 from pipeline.scoring.base import ScoringItem  # noqa: E402
 from pipeline.scoring.whisper_asr import WhisperOptions, WhisperTranscriber, rms_dbfs, whisper_language  # noqa: E402
-from pipeline.scoring.whisper_fast import _WEIGHTS, greedy_decode, greedy_plan, release  # noqa: E402
+from pipeline.scoring.whisper_fast import _WEIGHTS, deterministic_attention, greedy_decode, greedy_plan, release  # noqa: E402
 
 RATE = 16000
 
@@ -144,6 +144,24 @@ def test_fast_equals_reference_on_long_runs_and_detection(transcriber, songs):
     fast, fast_langs = transcriber.decode_tokens(features, None, decoder="fast")
     ref, ref_langs = transcriber.decode_tokens(features, None, decoder="reference")
     assert fast == ref and fast_langs == ref_langs
+
+
+def test_matmul_attention_fast_equals_reference(checkpoint, songs):
+    """whisper's own attention (SDPA off) in both decoders: the fast one keeps the cross-attention
+    keys pre-scaled in the products' layout, and must still give the reference's tokens."""
+    t = _transcriber(checkpoint, decoder_attention="matmul")
+    mel = t.log_mel([w.audio for n in ["a", "c"] for w in t._windows(0, _item(n, songs[n]))[0]])
+    features = t.encode(mel)
+    model, eot = t.model, whisper.tokenizer.get_tokenizer(True).eot
+    options = whisper.DecodingOptions(language="en", sample_len=40, without_timestamps=True, fp16=False,
+                                      suppress_tokens=f"-1,{eot}")
+    with deterministic_attention("matmul"):
+        fast = greedy_decode(model, features, greedy_plan(model, options))
+        ref = [r.tokens for r in whisper.decode(model, features, options)]
+    assert fast == ref and all(len(x) == 40 for x in fast) and len(set(fast[0])) > 20
+    assert any(r.matmul for r in _WEIGHTS[model].runners.values())
+    # Through the transcriber's option, with the language detected per window.
+    assert t.decode_tokens(features, None, decoder="fast") == t.decode_tokens(features, None, decoder="reference")
 
 
 def test_batching_across_songs_changes_no_text(checkpoint, songs):

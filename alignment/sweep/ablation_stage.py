@@ -4,8 +4,8 @@ One shard. Fresh held-out prompts (never in the round) x the same seeds for ever
 the embedded world's oracle metrics from the songs' tokens (alignment.sweep.oracle); optionally the
 first `songs` of them rendered and scored by the round's own scorers, and the simplex edges
 (controllability). Runs for a model whose songs the oracle can read (the tiny model); any other
-backend skips it with the reason. Options: `sweep.ablation`. Writes ablation/oracle.md (also
-appended to the round's report.md), ablation/*.parquet and plots.
+backend skips it with the reason. Options: `sweep.ablation`. Writes ablation/oracle.md (the round's
+report.md shows it too, pipeline/report.py), ablation/*.parquet and plots.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from pipeline.stages.base import ShardSpec, Stage
 
 SCHEMA = pa.schema([("model", pa.string()), ("metric", pa.string()), ("mean", pa.float64()), ("diff", pa.float64()),
                     ("low", pa.float64()), ("high", pa.float64()), ("songs", pa.int64())])  # fmt: skip
-REPORT_MARK = "\n<!-- ablation stage -->\n"
 
 
 class AblationStage(Stage):
@@ -72,8 +71,4 @@ class AblationStage(Stage):
         return None
 
     def summarize(self, results, seconds: float) -> dict:
-        metrics = {key: value for result in results for key, value in result.metrics.items()}
-        if metrics.get("status") == "done" and self.store.exists("report.md"):
-            report = self.store.read_bytes("report.md").decode("utf-8").split(REPORT_MARK)[0]
-            self.store.write_bytes("report.md", (report + REPORT_MARK + "\n" + metrics["report"]).encode("utf-8"))
-        return metrics
+        return {key: value for result in results for key, value in result.metrics.items()}

@@ -11,6 +11,7 @@ import itertools
 from collections.abc import Callable
 from fractions import Fraction
 
+import moocore
 import numpy as np
 import pandas as pd
 
@@ -58,30 +59,23 @@ def oriented(frame: pd.DataFrame) -> np.ndarray:
 
 
 def pareto_mask(values: np.ndarray) -> np.ndarray:
-    """True for points no other point dominates (>= everywhere, > somewhere); NaN rows are never on it."""
+    """True for points no other point dominates (>= everywhere, > somewhere); NaN rows are never on it.
+    Equal points do not dominate each other, so duplicates stay on the front together."""
     finite = np.isfinite(values).all(axis=1)
-    mask = finite.copy()
-    for i in np.flatnonzero(finite):
-        others = values[finite]
-        dominated = ((others >= values[i]).all(axis=1) & (others > values[i]).any(axis=1)).any()
-        mask[i] = not dominated
+    mask = np.zeros(len(values), dtype=bool)
+    if finite.any():
+        mask[finite] = moocore.is_nondominated(values[finite], maximise=True, keep_weakly=True)
     return mask
 
 
 def hypervolume(values: np.ndarray, reference: np.ndarray) -> float:
-    """Volume dominated by the points and bounded below by `reference` (maximisation), exact:
-    the union of boxes [reference, point] summed over the grid of their coordinates."""
+    """Volume dominated by the points and bounded below by `reference` (maximisation), exact
+    (moocore: O(n log n) in 2-D and 3-D). Rows with NaN and points not above the reference everywhere add nothing."""
     points = values[np.isfinite(values).all(axis=1)]
     points = points[(points > reference).all(axis=1)]
     if len(points) == 0:
         return 0.0
-    axes = [np.unique(np.concatenate([[reference[d]], points[:, d]])) for d in range(values.shape[1])]
-    total = 0.0
-    for cell in itertools.product(*(range(len(a) - 1) for a in axes)):
-        upper = np.array([axes[d][i + 1] for d, i in enumerate(cell)])
-        if (points >= upper).all(axis=1).any():
-            total += float(np.prod([axes[d][i + 1] - axes[d][i] for d, i in enumerate(cell)]))
-    return total
+    return float(moocore.hypervolume(points, ref=reference, maximise=True))
 
 
 def normalised(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:

@@ -52,7 +52,6 @@ def write_sweep_report(store, points: dict, songs: dict[str, pd.DataFrame], opti
         store.write_bytes("sweep/simplex.png", _simplex_png(grid, axes))
     table = ablation_table(frame, axes)
     store.write_bytes("sweep/report.md", _report(frame, table, chosen, volume, options).encode("utf-8"))
-    store.write_bytes("report.md", _round_report(store, table, chosen).encode("utf-8"))
     return {"points": len(frame), "pareto_points": int(frame["pareto"].sum()), "hypervolume": volume,
             "chosen": chosen, "ablation": table}  # fmt: skip
 
@@ -104,20 +103,6 @@ def _report(frame: pd.DataFrame, table: str, chosen: str, volume: float, options
              "## Every point", "", _markdown(shown), "", "![Pareto fronts](pareto.png)"]  # fmt: skip
     if len([c for c in frame.columns if c.startswith("w_")]) == 3:
         lines.append("![Simplex](simplex.png)")
-    return "\n".join(lines) + "\n"
-
-
-def _round_report(store, table: str, chosen: str) -> str:
-    """The round's summary: every stage's status, rows and time, then the ablation."""
-    from pipeline.manifest import read_manifest
-
-    manifest = read_manifest(store)
-    lines = [f"# Round {manifest['config']['name']}", "",
-             f"Config hash {manifest['config_hash'][:12]}, seed {manifest['seed']}, git {str(manifest.get('git_sha'))[:12]}.", "",
-             "| stage | status | rows | seconds |", "|---|---|---|---|"]  # fmt: skip
-    for name, record in manifest["stages"].items():  # the manifest keeps them in stage order
-        lines.append(f"| {name} | {record.get('status')} | {record.get('rows', '')} | {record.get('seconds', '')} |")
-    lines += ["", "## Ablation (held-out prompts)", "", table, "", f"Chosen DNI point: **{chosen}** (see sweep/report.md)."]
     return "\n".join(lines) + "\n"
 
 

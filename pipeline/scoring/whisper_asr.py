@@ -69,9 +69,11 @@ class WhisperOptions(BaseModel):
     decoder: Literal["fast", "reference"] = Field(
         "fast", description="'fast' = static-cache greedy decoder with identical tokens; 'reference' = whisper.decode.")
     cuda_graphs: bool = Field(True, description="fast decoder on cuda: replay each step as captured CUDA graphs.")
-    decoder_attention: Literal["flash", "efficient"] = Field(
-        "flash", description="Attention kernel of both decoders on cuda: 'flash' = flash first, else "
-        "memory-efficient; 'efficient' = memory-efficient. Either is deterministic; tokens may differ between them.")
+    decoder_attention: Literal["flash", "efficient", "matmul"] = Field(
+        "flash", description="Attention of both decoders on cuda: 'flash' = flash first, else memory-efficient; "
+        "'efficient' = memory-efficient; 'matmul' = whisper's own attention without SDPA (batched matrix "
+        "products: a decoding step reads the cross-attention cache once). Each is deterministic; tokens may "
+        "differ between them.")
     suppress_tokens: str = Field(
         "-1", description="Comma-separated token ids never decoded; -1 = whisper's non-speech symbols.")
     suppress_blank: bool = Field(True, description="Forbid a blank or end-of-text as a window's first token.")

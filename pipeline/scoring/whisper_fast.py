@@ -183,6 +183,9 @@ class _Runner:
         self.suppress = torch.tensor(plan.suppress_tokens, dtype=torch.long, device=device)
         self.blank = torch.tensor(plan.blank_tokens, dtype=torch.long, device=device)
         self.eot, self.sample_begin = plan.eot, len(plan.initial_tokens)
+        # whisper's own attention (SDPA off, `deterministic_attention("matmul")`): the cross-attention
+        # keys are kept pre-scaled and both caches laid out as the batched products read them.
+        self.matmul = not _whisper_sdpa()
         self.graphs: list | None = None
         if graphs:
             self._capture()
@@ -199,7 +202,11 @@ class _Runner:
             p, x = w.layers[l - 1], self.xs[l - 1]
             x = x + _linear(self.attn, p["o"])
             q = _linear(_layer_norm(x, p["x_ln"]), p["xq"])
-            x = x + _linear(p["cross"].qkv_attention(q, self.ck[l - 1], self.cv[l - 1])[0], p["xo"])
+            if self.matmul:
+                a = self._cross_matmul(l - 1, q)
+            else:
+                a = p["cross"].qkv_attention(q, self.ck[l - 1], self.cv[l - 1])[0]
+            x = x + _linear(a, p["xo"])
             x = x + _linear(F.gelu(_linear(_layer_norm(x, p["mlp_ln"]), p["fc1"])), p["fc2"])
         if l < n_layer:
             p = w.layers[l]
@@ -211,6 +218,40 @@ class _Runner:
             return
         logits = (_layer_norm(x, w.ln) @ torch.transpose(w.embedding_t, 0, 1)).float()[:, -1]
         self._pick(logits, self.suppress)
+
+    def _cross_matmul(self, l: int, q):
+        """whisper's `qkv_attention` without SDPA for one query row: (q·s)(k·s)ᵀ, softmax in fp32, times v.
+        Its matmuls hand `bmm` contiguous [batch·heads, 64, n_audio] and [batch·heads, n_audio, 64]
+        copies of k·s and v, made on every call; here they are made once per batch (`lay_out_cross`),
+        so a step reads each window's keys and values once, and the same `bmm` gives the same bits."""
+        import torch
+        import torch.nn.functional as F
+
+        b, n, d = q.shape
+        h = self.w.dims.n_text_head
+        qs = (q.view(b, n, h, -1).permute(0, 2, 1, 3) * (d // h) ** -0.25).reshape(b * h, n, -1)
+        kt, v = self._cross_layout(l)
+        qk = torch.bmm(qs, kt).view(b, h, n, -1).float()
+        w = F.softmax(qk, dim=-1).to(q.dtype)
+        out = torch.bmm(w.reshape(b * h, n, -1), v).view(b, h, n, -1)
+        return out.permute(0, 2, 1, 3).flatten(start_dim=2)
+
+    def _cross_layout(self, l: int):
+        """Layer l's cross-attention keys (scaled, transposed) and values in the matmul layout, over the
+        buffers that otherwise hold them as [batch, n_audio, d]."""
+        batch, n_audio, d = self.ck[l].shape
+        h = self.w.dims.n_text_head
+        return self.ck[l].view(batch * h, d // h, n_audio), self.cv[l].view(batch * h, n_audio, d // h)
+
+    def lay_out_cross(self, l: int, k, v) -> None:
+        """Store layer l's cross-attention k and v ([batch, n_audio, d]) as `_cross_matmul` reads them:
+        exactly the operands whisper's matmul path builds from them (the same ops on the same values)."""
+        batch, n_audio, d = k.shape
+        h = self.w.dims.n_text_head
+        heads = lambda x: x.view(batch, n_audio, h, -1).permute(0, 2, 1, 3)  # noqa: E731
+        kt, vv = self._cross_layout(l)
+        kt.copy_((heads(k) * (d // h) ** -0.25).transpose(-1, -2).reshape(batch * h, d // h, n_audio))
+        vv.copy_(heads(v).reshape(batch * h, n_audio, d // h))
 
     def _pick(self, logits, suppress) -> None:
         logits.index_fill_(1, suppress, float("-inf"))
@@ -268,9 +309,15 @@ class _Runner:
             self.vc[l, :, :t0].copy_(v)
             x = x + _linear(p["attn"].qkv_attention(q, k, v, w.mask)[0], p["o"])
             q = _linear(_layer_norm(x, p["x_ln"]), p["xq"])
-            self.ck[l].copy_(_linear(audio_features, p["xk"]))
-            self.cv[l].copy_(_linear(audio_features, p["xv"]))
-            x = x + _linear(p["cross"].qkv_attention(q, self.ck[l], self.cv[l])[0], p["xo"])
+            if self.matmul:
+                ck, cv = _linear(audio_features, p["xk"]), _linear(audio_features, p["xv"])
+                x = x + _linear(p["cross"].qkv_attention(q, ck, cv)[0], p["xo"])
+                self.lay_out_cross(l, ck, cv)
+                del ck, cv
+            else:
+                self.ck[l].copy_(_linear(audio_features, p["xk"]))
+                self.cv[l].copy_(_linear(audio_features, p["xv"]))
+                x = x + _linear(p["cross"].qkv_attention(q, self.ck[l], self.cv[l])[0], p["xo"])
             x = x + _linear(F.gelu(_linear(_layer_norm(x, p["mlp_ln"]), p["fc1"])), p["fc2"])
         logits = (_layer_norm(x, w.ln) @ torch.transpose(w.embedding_t, 0, 1)).float()[:, -1]
         self.out.fill_(self.eot)
@@ -301,7 +348,15 @@ def _sdpa_backends() -> tuple:
     import torch
 
     b = torch.backends.cuda
-    return (b.flash_sdp_enabled(), b.mem_efficient_sdp_enabled(), b.math_sdp_enabled(), b.cudnn_sdp_enabled())
+    return (_whisper_sdpa(), b.flash_sdp_enabled(), b.mem_efficient_sdp_enabled(), b.math_sdp_enabled(),
+            b.cudnn_sdp_enabled())
+
+
+def _whisper_sdpa() -> bool:
+    """Whether whisper's attention runs through SDPA now (`whisper.model.disable_sdpa` turns it off)."""
+    from whisper.model import SDPA_AVAILABLE, MultiHeadAttention
+
+    return SDPA_AVAILABLE and MultiHeadAttention.use_sdpa
 
 
 def release(model) -> None:
@@ -329,13 +384,20 @@ def deterministic_attention(backend: str = "flash"):
 
     `backend="efficient"` leaves flash out, so the memory-efficient kernel runs wherever it can:
     both decoders then run it (the tokens stay identical between them, but may differ from those
-    decoded with flash)."""
+    decoded with flash). `backend="matmul"` turns SDPA off in whisper (`whisper.model.disable_sdpa`):
+    both decoders run whisper's own attention, two batched matrix products around an fp32 softmax.
+    With one query row per window a flash kernel computes a whole tile of query rows; the products
+    only read each window's cross-attention keys and values, so a step nears its memory floor."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     if backend == "flash":
         return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
     if backend == "efficient":
         return sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+    if backend == "matmul":
+        from whisper.model import disable_sdpa
+
+        return disable_sdpa()
     raise ValueError(f"unknown attention backend {backend!r}")
 
 

@@ -13,7 +13,10 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from reward_model.service import routes_admin, routes_annotator, routes_audio
+from sqlalchemy.exc import IntegrityError
+
+from reward_model.service import routes_admin, routes_annotator, routes_audio, routes_dashboard
+from reward_model.service.bounds import capped
 from reward_model.service.db import Database
 from reward_model.service.limits import BodyLimitMiddleware
 from reward_model.service.settings import ServiceSettings
@@ -49,6 +52,7 @@ def create_app(settings: ServiceSettings, database: Database | None = None) -> F
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(routes_admin.router)
+    app.include_router(routes_dashboard.router)
     app.include_router(routes_annotator.router)
     app.include_router(routes_audio.router)
 
@@ -56,7 +60,13 @@ def create_app(settings: ServiceSettings, database: Database | None = None) -> F
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         """422 naming each bad field, without echoing the values (a field may hold a token)."""
         problems = [{"field": ".".join(map(str, e["loc"])), "reason": e["msg"]} for e in exc.errors()]
-        return JSONResponse({"detail": problems}, status_code=422)
+        listed, more = capped(problems)
+        return JSONResponse({"detail": listed, "more_problems": more}, status_code=422)
+
+    @app.exception_handler(IntegrityError)
+    async def conflict(_request: Request, _exc: IntegrityError) -> JSONResponse:
+        """A concurrent request stored the same unique row first (its transaction was rolled back whole)."""
+        return JSONResponse({"detail": "this conflicts with a change stored at the same moment; nothing was stored, retry"}, status_code=409)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:

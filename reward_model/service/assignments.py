@@ -1,16 +1,24 @@
 """Handing tasks to annotators and storing what they rank on the web page.
 
 An annotator first finishes the task they hold (an assignment without a submission); then gets
-the lowest-position task they have not had that still has a free slot (gold tasks always do).
+the lowest-position task they have neither had nor ranked (an admin may have uploaded their
+ranking of it) that still has a free slot (gold tasks always do).
 A slot is claimed by one conditional UPDATE of the task's slot counter (`slots_taken < overlap`),
 atomic in SQLite and PostgreSQL alike, so two servers racing for the last slot cannot both win;
 the loser moves on to the next task. (task, slot) is also unique in the database.
+On PostgreSQL a request first takes the lowest free task that no other request is claiming
+(one row, FOR UPDATE SKIP LOCKED), so concurrent annotators spread over tasks instead of queueing
+on one row; when every candidate is being claimed it falls back to reading them without locks
+and claiming one, which waits for the other transaction and re-checks the counter. "No task"
+is therefore said only when no free slot is left, or after 20 claims in a row were lost to
+tasks filling up (skipping locked rows alone told annotators there was no work while tasks
+still had room).
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
-from contextlib import nullcontext
 
 from sqlalchemy import bindparam, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -33,22 +41,26 @@ class SubmissionRejected(ValueError):
 _UNSUBMITTED = ~exists().where(Submission.task_id == Assignment.task_id, Submission.annotator_id == bindparam("annotator"))
 _HELD = select(Task).join(Assignment, Assignment.task_id == Task.id).where(
     Assignment.annotator_id == bindparam("annotator"), _UNSUBMITTED).order_by(Task.position).limit(1)  # fmt: skip
-_ELIGIBLE = select(Task.id).where(
-    Task.campaign_id == bindparam("campaign"),
-    Task.is_gold | (Task.slots_taken < bindparam("overlap")),
+_NOT_HAD = (
     ~exists().where(Assignment.task_id == Task.id, Assignment.annotator_id == bindparam("annotator")),
-)  # tasks this annotator has not had that have a free slot (gold: always)
-# PostgreSQL: rows another request is claiming are skipped, not waited for (SQLite ignores this).
-_FIRST_ELIGIBLE = select(Task).where(Task.id.in_(_ELIGIBLE)).order_by(Task.position).limit(4).with_for_update(skip_locked=True)
+    ~exists().where(Submission.task_id == Task.id, Submission.annotator_id == bindparam("annotator")),
+)  # tasks this annotator has neither been handed nor ranked (an admin may have uploaded their ranking)
+_OPEN = (Task.campaign_id == bindparam("campaign"), Task.has_room)  # walked in position order on ix_task_hand_out
+_FIRST_ELIGIBLE = select(Task).where(*_OPEN, *_NOT_HAD).order_by(Task.position).limit(4)
+_FIRST_UNCLAIMED = _FIRST_ELIGIBLE.limit(1).with_for_update(skip_locked=True)
+_HAD = select(Assignment.task_id).where(Assignment.annotator_id == bindparam("annotator")).union(
+    select(Submission.task_id).where(Submission.annotator_id == bindparam("annotator"), Submission.task_id.is_not(None)))  # fmt: skip
 _COUNTS = select(
     select(func.count()).where(Submission.annotator_id == bindparam("annotator"), Submission.task_id.is_not(None)).scalar_subquery(),
-    select(func.count()).select_from(_ELIGIBLE.subquery()).scalar_subquery(),
-)
+    select(func.count()).select_from(Task).where(*_OPEN).scalar_subquery(),
+    select(func.count()).select_from(Task).where(*_OPEN, Task.id.in_(_HAD)).scalar_subquery(),
+)  # done; open tasks; open tasks this annotator had (each a short index walk, not a scan of the campaign)
 _CLAIM = (
     update(Task).where(Task.id == bindparam("task"), Task.is_gold | (Task.slots_taken < bindparam("overlap")))
-    .values(slots_taken=Task.slots_taken + 1).returning(Task.slots_taken)
+    .values(slots_taken=Task.slots_taken + 1, has_room=Task.is_gold | (Task.slots_taken + 1 < bindparam("overlap")))
+    .returning(Task.slots_taken)
     .execution_options(synchronize_session=False)
-)  # fmt: skip
+)  # fmt: skip  (SET reads the row's old values, in SQLite and PostgreSQL alike)
 
 
 # The task (by key) with this annotator's assignment and, if any, their stored ranking of it.
@@ -80,8 +92,13 @@ def next_task(session: Session, annotator: Annotator, attempts: int = 5) -> Task
         return held
     # SQLite writes are serialised by the service, so only PostgreSQL can see this annotator
     # claim the same task twice at once (two tabs); a savepoint keeps that from failing the request.
-    guard = nullcontext if session.get_bind().dialect.name == "sqlite" else session.begin_nested
-    for _ in range(attempts):  # each round looks at a few tasks; a lost race sends us to the next ones
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    guard = contextlib.nullcontext if sqlite else session.begin_nested
+    if not sqlite and (unclaimed := session.scalars(_FIRST_UNCLAIMED, _params(annotator)).first()) is not None:
+        with contextlib.suppress(IntegrityError), guard():  # the row is locked by us: only this annotator's other tab can race
+            if _claim(session, unclaimed, annotator):
+                return unclaimed
+    for _ in range(attempts):  # each round looks at a few tasks; lost races send us to the next ones
         found = session.scalars(_FIRST_ELIGIBLE, _params(annotator)).all()
         if not found:
             return None
@@ -97,7 +114,8 @@ def next_task(session: Session, annotator: Annotator, attempts: int = 5) -> Task
 
 def annotator_progress(session: Session, annotator: Annotator, holds_task: bool | None = None) -> dict:
     """done / total for the page: total = done + the task held + tasks still open to them."""
-    done, open_tasks = session.execute(_COUNTS, _params(annotator)).one()
+    done, open_tasks, had_open = session.execute(_COUNTS, _params(annotator)).one()
+    open_tasks -= had_open
     if holds_task is None:
         holds_task = session.scalars(_HELD, {"annotator": annotator.id}).first() is not None
     return {"done": done, "total": done + int(holds_task) + open_tasks}

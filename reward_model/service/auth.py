@@ -17,6 +17,7 @@ from reward_model.service.campaigns import hash_token
 from reward_model.service.models import Annotator
 
 SESSION_COOKIE = "songpref_session"
+ADMIN_COOKIE = "songpref_admin"  # the dashboard's sign-in; path /admin only
 
 
 def bearer_token(request: Request) -> str | None:
@@ -26,8 +27,12 @@ def bearer_token(request: Request) -> str | None:
 
 
 def require_admin(request: Request) -> None:
-    """FastAPI dependency: 401 without a bearer token, 403 with the wrong one."""
+    """FastAPI dependency: 401 without a bearer token, 403 with the wrong one. The dashboard's
+    admin cookie counts only for reading (GET/HEAD): a cross-site form can never change anything
+    (and SameSite=Strict keeps the cookie off cross-site requests anyway)."""
     token = bearer_token(request)
+    if token is None and request.method in ("GET", "HEAD"):
+        token = request.cookies.get(ADMIN_COOKIE) or None
     if token is None:
         raise HTTPException(401, "admin routes need 'Authorization: Bearer <admin token>'", headers={"WWW-Authenticate": "Bearer"})
     expected = hash_token(request.app.state.settings.admin_token)

@@ -22,8 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from reward_model.service.bounds import MAX_CANDIDATES, MAX_ROW_ID, Identifier, time_problem
 from reward_model.service.models import Annotator, Campaign, Candidate, Submission, Task
 from reward_model.service.round_source import read_round_candidates
+
+
+CAMPAIGN_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 
 
 class GoldTask(BaseModel):
@@ -31,27 +35,36 @@ class GoldTask(BaseModel):
     the answer and the prompt's next k-1 candidates in seeded order)."""
 
     model_config = ConfigDict(extra="forbid")
-    prompt_id: str
-    answer: str
-    candidate_ids: list[str] | None = None
+    prompt_id: Identifier
+    answer: Identifier
+    candidate_ids: list[Identifier] | None = Field(None, max_length=MAX_CANDIDATES)
 
 
 class CampaignSpec(BaseModel):
     """What an admin asks for. Every field is checked against the round before anything is stored."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
-    prompts: Literal["all"] | list[str] = "all"
-    k: int = Field(4, ge=2, le=20, description="Candidates per task.")
+    name: str = Field(min_length=1, max_length=100, pattern=CAMPAIGN_NAME_PATTERN)
+    prompts: Literal["all"] | list[Identifier] = Field("all", max_length=10_000)
+    k: int = Field(4, ge=2, le=MAX_CANDIDATES, description="Candidates per task.")
     overlap: int = Field(3, ge=1, le=50, description="Different annotators per (non-gold) task.")
-    gold: list[GoldTask] = Field(default_factory=list, description="Gold tasks; each goes to every annotator.")
+    gold: list[GoldTask] = Field(default_factory=list, max_length=1000, description="Gold tasks; each goes to every annotator.")
     expires_at: datetime | None = Field(None, description="After this time nothing is handed out or stored (UTC if no zone).")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_ROW_ID)
 
     @field_validator("expires_at")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
-        return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+        if value is None:
+            return None
+        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+        try:
+            problem = time_problem(value, "expires_at")
+        except OverflowError:  # year 1 at +14:00 has no UTC time
+            problem = f"expires_at {value.isoformat()} is outside the range of times"
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class CampaignError(ValueError):
@@ -227,3 +240,13 @@ def progress(session: Session, campaign: Campaign) -> dict:
         "submissions": sum(done.values()),
         "annotators": [{"annotator_id": a.name, "submissions": done.get(a.id, 0)} for a in annotators],
     }
+
+
+def task_progress(session: Session, campaign: Campaign) -> list[dict]:
+    """Per task, in hand-out order: handed out (slots taken), judgements stored, judgements wanted."""
+    annotators = session.scalar(select(func.count()).where(Annotator.campaign_id == campaign.id)) or 0
+    stored = dict(session.execute(select(Submission.task_id, func.count()).where(Submission.campaign_id == campaign.id)
+                                  .group_by(Submission.task_id)).all())  # fmt: skip
+    tasks = session.scalars(select(Task).where(Task.campaign_id == campaign.id).order_by(Task.position))
+    return [{"task_id": t.task_key, "prompt_id": t.prompt_id, "gold": t.is_gold, "handed_out": t.slots_taken,
+             "judgements": stored.get(t.id, 0), "wanted": annotators if t.is_gold else campaign.overlap} for t in tasks]  # fmt: skip

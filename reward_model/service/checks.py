@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 
+from reward_model.service.bounds import MAX_CANDIDATES, shown
+
 
 def ranking_problems(candidate_ids: list, ranks: list, tied: bool | None) -> list[str]:
     """Why a ranking is malformed (empty list when it is fine).
@@ -13,15 +15,16 @@ def ranking_problems(candidate_ids: list, ranks: list, tied: bool | None) -> lis
     Equal ranks need the tie flag; `tied=None` means "derive the flag from the ranks".
     """
     problems = []
-    if len(candidate_ids) < 2:
-        problems.append(f"a ranking needs at least 2 candidates, got {len(candidate_ids)}")
-    if len(candidate_ids) != len(ranks):
+    if not 2 <= len(candidate_ids) <= MAX_CANDIDATES:
+        problems.append(f"a ranking needs 2 to {MAX_CANDIDATES} candidates, got {len(candidate_ids)}")
+    if len(candidate_ids) != len(ranks) or len(ranks) > MAX_CANDIDATES:
         problems.append(f"{len(candidate_ids)} candidate ids but {len(ranks)} ranks")
         return problems
     if len(set(candidate_ids)) != len(candidate_ids):
-        problems.append(f"a candidate appears twice: {candidate_ids}")
-    if any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in ranks):
-        return problems + [f"ranks must be integers >= 1, got {ranks}"]
+        problems.append(f"a candidate appears twice: {shown(candidate_ids)}")
+    if any(isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= len(ranks) for r in ranks):
+        # checked before the gaps: a rank of 10,000,000 must not make us list ten million missing ranks
+        return problems + [f"ranks must be integers from 1 to {len(ranks)} (the number of candidates), got {shown(ranks)}"]
     used = sorted(set(ranks))
     if used != list(range(1, len(used) + 1)):
         missing = sorted(set(range(1, max(used) + 1)) - set(used))

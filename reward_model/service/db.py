@@ -17,10 +17,11 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD = "0001"
+HEAD = "0002"
 
 
 def default_url(round_dir: str | Path) -> str:
@@ -91,6 +92,19 @@ class Database:
     def write(self):
         with self._write_lock, self.sessions() as session, session.begin():
             yield session
+
+    def write_retrying(self, work, attempts: int = 3):
+        """`work(session)` in a write transaction, run again when a concurrent transaction stored a
+        row with the same unique key first (PostgreSQL; SQLite's writes are serialised): the rerun
+        sees that row, e.g. updates the ranking the twin request just inserted. The last
+        IntegrityError propagates (the app answers 409)."""
+        for attempt in range(attempts):
+            try:
+                with self.write() as session:
+                    return work(session)
+            except IntegrityError:
+                if attempt == attempts - 1:
+                    raise
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from reward_model.service.db import Database
-from reward_model.service.models import Annotator, Campaign, Candidate, Submission, Task, Upload, utc_now
+from reward_model.service.models import Annotator, Assignment, Campaign, Candidate, Submission, Task, Upload, utc_now
 from reward_model.service.uploads import CampaignView, TaskView, UploadRejected, parse_rankings
 
 
@@ -25,7 +25,10 @@ def campaign_view(session, campaign: Campaign, uploader: str | None = None) -> C
         annotators=frozenset(session.scalars(select(Annotator.name).where(Annotator.campaign_id == campaign.id))),
         existing_keys=frozenset(session.scalars(select(Submission.dedupe_key).where(Submission.campaign_id == campaign.id))),
         uploader=uploader,
-    )
+        assigned=frozenset() if uploader is None else frozenset(session.scalars(
+            select(Task.task_key).join(Assignment, Assignment.task_id == Task.id).join(Annotator, Annotator.id == Assignment.annotator_id)
+            .where(Task.campaign_id == campaign.id, Annotator.name == uploader))),
+    )  # fmt: skip
 
 
 def import_upload(db: Database, campaign_name: str, data: bytes, fmt: str, uploader: str | None = None) -> dict:

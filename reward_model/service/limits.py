@@ -2,12 +2,15 @@
 
 A declared Content-Length above the limit is refused at once; a body without one (chunked) is
 counted as it arrives and refused when it passes the limit. Either way the answer is 413 and
-the route never runs, so nothing is stored.
+the route never runs, so nothing is stored. A JSON body nested deeper than
+`bounds.MAX_JSON_DEPTH` is refused the same way (422): parsing it would exhaust the stack.
 """
 
 from __future__ import annotations
 
 import json
+
+from reward_model.service.bounds import depth_problem
 
 MULTIPART_ALLOWANCE = 64 * 1024  # form boundaries and headers around an uploaded file
 
@@ -39,6 +42,9 @@ class BodyLimitMiddleware:
             messages.append(message)
             if not message.get("more_body", False):
                 break
+        content_type = dict(scope["headers"]).get(b"content-type", b"")
+        if b"json" in content_type and (problem := depth_problem(b"".join(m.get("body", b"") for m in messages), "the JSON body")):
+            return await _refuse(send, 422, problem, close=False)  # the body was read whole: the connection can go on
 
         async def replay():
             return messages.pop(0) if messages else await receive()
@@ -47,7 +53,11 @@ class BodyLimitMiddleware:
 
 
 async def _too_large(send, limit: int) -> None:
-    body = json.dumps({"detail": f"request body is larger than the limit of {limit} bytes"}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})  # fmt: skip
+    await _refuse(send, 413, f"request body is larger than the limit of {limit} bytes")
+
+
+async def _refuse(send, status: int, detail: str, close: bool = True) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + [(b"connection", b"close")] * close})
     await send({"type": "http.response.body", "body": body})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -25,8 +25,23 @@ def as_utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=timezone.utc)
 
 
+class UTCDateTime(TypeDecorator):
+    """An aware datetime stored as UTC: PostgreSQL's timestamptz does this itself; SQLite keeps no
+    zone, so a time is shifted to UTC before it is written and read back as UTC (12:00+02:00 is
+    stored as 10:00 and reads back as 10:00+00:00, the same instant)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        return None if value is None else as_utc(value).astimezone(timezone.utc)  # a naive time is taken as UTC
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        return as_utc(value)
+
+
 class Base(DeclarativeBase):
-    pass
+    type_annotation_map = {datetime: UTCDateTime}
 
 
 class Campaign(Base):
@@ -38,9 +53,9 @@ class Campaign(Base):
     k: Mapped[int] = mapped_column(Integer)  # candidates per task
     overlap: Mapped[int] = mapped_column(Integer)  # annotators per (non-gold) task
     seed: Mapped[int] = mapped_column(Integer, default=0)
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
     status: Mapped[str] = mapped_column(String(20), default="open")  # open | closed
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
 
     tasks: Mapped[list[Task]] = relationship(back_populates="campaign", order_by="Task.position")
 
@@ -75,6 +90,7 @@ class Task(Base):
     gold_answer: Mapped[str | None] = mapped_column(String(200), nullable=True)
     position: Mapped[int] = mapped_column(Integer)  # seeded hand-out order
     slots_taken: Mapped[int] = mapped_column(Integer, default=0)  # assignments so far (claimed by a conditional UPDATE)
+    has_room: Mapped[bool] = mapped_column(Boolean, default=True)  # a slot is free (gold: always); set by the same UPDATE
 
     campaign: Mapped[Campaign] = relationship(back_populates="tasks")
 
@@ -87,7 +103,7 @@ class Annotator(Base):
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(100))
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)  # the plain token is never stored
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
 
     campaign: Mapped[Campaign] = relationship()
 
@@ -102,7 +118,7 @@ class Assignment(Base):
     task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"), index=True)
     annotator_id: Mapped[int] = mapped_column(ForeignKey("annotator.id", ondelete="CASCADE"), index=True)
     slot: Mapped[int] = mapped_column(Integer)
-    served_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    served_at: Mapped[datetime] = mapped_column(default=utc_now)
 
     task: Mapped[Task] = relationship()
 
@@ -117,7 +133,7 @@ class Upload(Base):
     format: Mapped[str] = mapped_column(String(20))
     rows: Mapped[int] = mapped_column(Integer)
     uploaded_by: Mapped[str] = mapped_column(String(100))  # "admin" or "annotator:<name>"
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
 
 
 class Submission(Base):
@@ -135,8 +151,8 @@ class Submission(Base):
     candidate_ids: Mapped[list] = mapped_column(JSON)  # in ranked order
     ranks: Mapped[list] = mapped_column(JSON)  # 1..m, tied candidates share a rank
     tied: Mapped[bool] = mapped_column(Boolean, default=False)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    submitted_at: Mapped[datetime] = mapped_column(default=utc_now)
     duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     source: Mapped[str] = mapped_column(String(10))  # web | upload
     upload_id: Mapped[int | None] = mapped_column(ForeignKey("upload.id", ondelete="CASCADE"), nullable=True)

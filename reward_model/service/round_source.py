@@ -9,6 +9,7 @@ stay relative to the round root, as the pipeline writes them, and are only ever 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 AUDIO_ROOT = Path("candidates") / "audio"
@@ -36,6 +37,32 @@ def read_round_candidates(round_dir: str | Path) -> list[RoundCandidate]:
             if row["error"] is None and row["mix_uri"]:
                 found.append(RoundCandidate(row["candidate_id"], row["condition_id"], row["mix_uri"], row["vocals_uri"]))
     return sorted(found, key=lambda c: (c.prompt_id, c.candidate_id))
+
+
+@dataclass(frozen=True)
+class PromptText:
+    """What the songs of a prompt were asked to be: the text description and the lyrics."""
+
+    description: str | None
+    lyrics: str | None
+
+
+@lru_cache(maxsize=8)
+def read_prompt_texts(round_dir: str) -> dict[str, PromptText]:
+    """Each condition's description and lyrics, by condition id (= the campaign's prompt id); empty
+    when the round's `conditions` stage is not done. Cached: a round's conditions do not change
+    once its candidates exist."""
+    from pipeline.manifest import finished_outputs, read_manifest
+    from pipeline.store import RoundStore
+
+    store = RoundStore(round_dir)
+    if read_manifest(store)["stages"].get("conditions", {}).get("status") != "done":
+        return {}
+    texts = {}
+    for shard in finished_outputs(store, "conditions"):
+        for row in store.read_table(shard, columns=["condition_id", "description", "lyric"]).to_pylist():
+            texts[row["condition_id"]] = PromptText(row["description"], row["lyric"])
+    return texts
 
 
 def audio_path(round_dir: str | Path, uri: str) -> Path | None:

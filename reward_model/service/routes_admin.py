@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from reward_model.service.auth import require_admin
-from reward_model.service.campaigns import CampaignError, CampaignSpec, add_annotators, campaign_by_name, create_campaign, progress
+from reward_model.service.campaigns import (
+    CAMPAIGN_NAME_PATTERN, CampaignError, CampaignSpec, add_annotators, campaign_by_name, create_campaign, progress, task_progress,
+)  # fmt: skip
 from reward_model.service.models import Campaign
 from reward_model.service.upload_io import handle_upload
 
 log = logging.getLogger("songpref.annotate")
 router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)])
+CampaignName = Annotated[str, Path(pattern=CAMPAIGN_NAME_PATTERN, max_length=100)]
 
 
 class AnnotatorRequest(BaseModel):
@@ -49,7 +53,7 @@ def list_campaigns(request: Request) -> list[dict]:
 
 
 @router.post("/campaigns/{name}/annotators", status_code=201)
-def annotators(name: str, body: AnnotatorRequest, request: Request) -> dict:
+def annotators(name: CampaignName, body: AnnotatorRequest, request: Request) -> dict:
     """Plain tokens are in this answer only; the database keeps their sha256."""
     try:
         with request.app.state.db.write() as session:
@@ -61,20 +65,36 @@ def annotators(name: str, body: AnnotatorRequest, request: Request) -> dict:
 
 
 @router.get("/campaigns/{name}/progress")
-def campaign_progress(name: str, request: Request) -> dict:
+def campaign_progress(name: CampaignName, request: Request) -> dict:
     with request.app.state.db.read() as session:
         return progress(session, _campaign(session, name))
 
 
+@router.get("/campaigns/{name}/tasks")
+def campaign_tasks(name: CampaignName, request: Request) -> list[dict]:
+    """Per task: handed out, judgements stored, judgements wanted."""
+    with request.app.state.db.read() as session:
+        return task_progress(session, _campaign(session, name))
+
+
+@router.get("/campaigns/{name}/quality")
+def campaign_quality_report(name: CampaignName, request: Request) -> dict:
+    """Krippendorff's alpha with its interval; per annotator agreement, gold accuracy, speed, flags and reasons."""
+    from reward_model.service.dashboard import campaign_quality  # pandas: only when asked
+
+    with request.app.state.db.read() as session:
+        return campaign_quality(session, _campaign(session, name))
+
+
 @router.post("/campaigns/{name}/close")
-def close(name: str, request: Request) -> dict:
+def close(name: CampaignName, request: Request) -> dict:
     with request.app.state.db.write() as session:
         _campaign(session, name).status = "closed"
     return {"campaign": name, "status": "closed"}
 
 
 @router.get("/campaigns/{name}/export")
-def export(name: str, request: Request, format: str = "parquet", snapshot: bool = False) -> Response:
+def export(name: CampaignName, request: Request, format: str = "parquet", snapshot: bool = False) -> Response:
     """The rankings as Parquet or CSV; `snapshot=true` also writes them into <round>/rankings/."""
     if format not in ("parquet", "csv"):
         raise HTTPException(422, f"format must be 'parquet' or 'csv', got {format!r}")
@@ -93,5 +113,5 @@ def export(name: str, request: Request, format: str = "parquet", snapshot: bool 
 
 
 @router.post("/campaigns/{name}/uploads")
-async def upload(name: str, request: Request) -> JSONResponse:
+async def upload(name: CampaignName, request: Request) -> JSONResponse:
     return await handle_upload(request, name, uploader=None)

@@ -7,8 +7,9 @@ annotator only ever reads or changes their own rows: every query is filtered by 
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
@@ -17,8 +18,10 @@ from reward_model.service.assignments import (
     SubmissionRejected, annotator_progress, display_order, next_task, submission_view, submit_ranking,
 )  # fmt: skip
 from reward_model.service.auth import SESSION_COOKIE, find_annotator, require_annotator
+from reward_model.service.bounds import MAX_CANDIDATES, MAX_ROW_ID, Identifier
 from reward_model.service.campaigns import hash_token
 from reward_model.service.models import Annotator, Submission
+from reward_model.service.round_source import read_prompt_texts
 from reward_model.service.upload_io import handle_upload
 
 log = logging.getLogger("songpref.annotate")
@@ -27,9 +30,9 @@ router = APIRouter()
 
 class RankingBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    task_id: str = Field(max_length=200)
-    candidate_ids: list[str] = Field(min_length=2, max_length=20)
-    ranks: list[int] = Field(min_length=2, max_length=20)
+    task_id: Identifier
+    candidate_ids: list[Identifier] = Field(min_length=2, max_length=MAX_CANDIDATES)
+    ranks: list[Annotated[int, Field(ge=1, le=MAX_CANDIDATES)]] = Field(min_length=2, max_length=MAX_CANDIDATES)
     tied: bool = False  # equal ranks need it, as in uploaded files
 
 
@@ -52,8 +55,7 @@ def _task_payload(session, annotator: Annotator) -> dict:
 
 
 def _next_task(request: Request, annotator: Annotator) -> dict:
-    with request.app.state.db.write() as session:
-        return _task_payload(session, annotator)  # the caller, loaded with its campaign by the auth check
+    return request.app.state.db.write_retrying(lambda session: _task_payload(session, annotator))  # annotator: loaded with its campaign
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -96,7 +98,8 @@ def task_page(request: Request):
     if (reason := _closed(annotator)) is not None:
         return templates.TemplateResponse(request, "message.html", {"title": "Campaign closed", "message": reason}, status_code=410)
     payload = _next_task(request, annotator)
-    context = {"annotator": annotator.name, **payload}
+    prompt_text = payload["task"] and read_prompt_texts(annotator.campaign.round_dir).get(payload["task"]["prompt_id"])
+    context = {"annotator": annotator.name, "prompt_text": prompt_text, **payload}
     return templates.TemplateResponse(request, "task.html" if payload["task"] else "done.html", context)
 
 
@@ -113,14 +116,16 @@ def api_submit(body: RankingBody, request: Request, annotator: Annotator = Depen
     (as /api/next gives it), saving a round trip."""
     if not request.headers.get("content-type", "").startswith("application/json"):
         raise HTTPException(415, "send the ranking as application/json")  # also keeps cross-site forms out
-    try:
-        with request.app.state.db.write() as session:
-            view = submission_view(submit_ranking(session, annotator, body.task_id, body.candidate_ids, body.ranks, body.tied))
-            if next:  # same transaction: one trip through the write lock
-                view["next"] = _task_payload(session, annotator)
+    def work(session) -> dict:
+        view = submission_view(submit_ranking(session, annotator, body.task_id, body.candidate_ids, body.ranks, body.tied))
+        if next:  # same transaction: one trip through the write lock
+            view["next"] = _task_payload(session, annotator)
+        return view
+
+    try:  # the same body sent twice at once: the second run finds the first's row and updates it
+        return request.app.state.db.write_retrying(work)
     except SubmissionRejected as exc:
         raise HTTPException(exc.status, str(exc)) from None
-    return view
 
 
 @router.get("/api/submissions")
@@ -131,7 +136,7 @@ def api_submissions(request: Request, annotator: Annotator = Depends(require_ann
 
 
 @router.get("/api/submissions/{submission_id}")
-def api_submission(submission_id: int, request: Request, annotator: Annotator = Depends(require_annotator)) -> dict:
+def api_submission(submission_id: Annotated[int, Path(ge=1, le=MAX_ROW_ID)], request: Request, annotator: Annotator = Depends(require_annotator)) -> dict:
     with request.app.state.db.read() as session:
         found = session.get(Submission, submission_id)
         if found is None or found.annotator_id != annotator.id:  # another annotator's row looks like no row

@@ -7,11 +7,15 @@ candidates/audio/. An id that is not a candidate of the caller's campaign is a 4
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from reward_model.service.auth import find_annotator, require_admin
+from reward_model.service.bounds import ID_PATTERN
+from reward_model.service.campaigns import CAMPAIGN_NAME_PATTERN
 from reward_model.service.models import Campaign, Candidate
 from reward_model.service.round_source import audio_path
 
@@ -20,7 +24,8 @@ STEMS = ("mix", "vocals")
 
 
 @router.get("/audio/{candidate_id}/{stem}")
-def audio(candidate_id: str, stem: str, request: Request, campaign: str | None = None) -> FileResponse:
+def audio(candidate_id: Annotated[str, Path(pattern=ID_PATTERN)], stem: str, request: Request,
+          campaign: Annotated[str | None, Query(pattern=CAMPAIGN_NAME_PATTERN, max_length=100)] = None) -> FileResponse:  # fmt: skip
     """Annotators hear their campaign's candidates; the admin names the campaign (?campaign=)."""
     if stem not in STEMS:
         raise HTTPException(404, f"stem must be one of {STEMS}")

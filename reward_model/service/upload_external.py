@@ -7,6 +7,7 @@ Studio annotation, an Argilla draft or discarded response) is skipped, not refus
 
 from __future__ import annotations
 
+from reward_model.service.bounds import shown
 from reward_model.service.upload_formats import FileUnreadable, _load_json
 
 
@@ -64,15 +65,23 @@ def read_label_studio(data: bytes) -> tuple[list, list, int]:
             number += 1
             problems.append((number, "a Label Studio task must be an object with a 'data' object"))
             continue
-        for annotation in task.get("annotations") or []:
+        annotations = task.get("annotations") or []
+        if not isinstance(annotations, list):
             number += 1
+            problems.append((number, f"task {shown(task.get('id'))}: 'annotations' must be a list, got {type(annotations).__name__}"))
+            continue
+        for annotation in annotations:
+            number += 1
+            if not isinstance(annotation, dict):
+                problems.append((number, f"task {shown(task.get('id'))}: an annotation must be an object, got {type(annotation).__name__}"))
+                continue
             if annotation.get("was_cancelled"):
                 skipped += 1
                 continue
             try:
                 rows.append((number, _label_studio_row(task["data"], annotation)))
             except (ValueError, AttributeError, TypeError) as exc:
-                problems.append((number, f"task {task.get('id')!r}: {exc}"))
+                problems.append((number, f"task {shown(task.get('id'))}: {exc}"))
     return rows, problems, skipped
 
 
@@ -93,7 +102,11 @@ def _argilla_responses(record: dict) -> list[tuple[dict, object]]:
     """(response, ranking value) pairs from v1 (list with `values`) or v2 (dict by question) records."""
     responses = record.get("responses") or []
     if isinstance(responses, dict):  # v2: {"<question>": [{"value": ..., "user_id": ..., "status": ...}]}
+        if not all(isinstance(answers, list) for answers in responses.values() if answers):
+            raise ValueError('v2 responses must map each question to a list of responses')
         return [(r, r.get("value")) for answers in responses.values() for r in answers or [] if isinstance(r, dict)]
+    if not isinstance(responses, list) or not all(isinstance(r, dict) for r in responses):
+        raise ValueError("responses must be a list of objects (v1) or an object of lists by question (v2)")
     pairs = []
     for response in responses:  # v1: [{"user_id": ..., "status": ..., "values": {"<question>": {"value": ...}}}]
         values = [v for v in (response.get("values") or {}).values() if isinstance(v, dict) and isinstance(v.get("value"), list)]

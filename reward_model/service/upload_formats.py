@@ -16,6 +16,8 @@ import csv
 import io
 import json
 
+from reward_model.service.bounds import MAX_CANDIDATES, depth_problem, shown
+
 CSV_COLUMNS = {"annotator_id", "task_id", "prompt_id", "candidate_ids", "ranks", "chosen_id", "rejected_id",
                "tied", "started_at", "submitted_at", "duration_s"}  # fmt: skip
 TRUE, FALSE = {"true", "1", "yes", "y", "t"}, {"false", "0", "no", "n", "f", ""}
@@ -45,27 +47,38 @@ def _bool(value, field: str):
 def _list(value, field: str) -> list | None:
     if value is None or value == "":
         return None
-    if isinstance(value, list):
-        return value
     if isinstance(value, str):
-        return [part.strip() for part in value.split(";")]
-    raise ValueError(f"{field} must be a list or a ';'-separated string, got {type(value).__name__}")
+        value = [part.strip() for part in value.split(";")]
+    if not isinstance(value, list):
+        raise ValueError(f"{field} must be a list or a ';'-separated string, got {type(value).__name__}")
+    if len(value) > MAX_CANDIDATES:
+        raise ValueError(f"{field} has {len(value)} entries; a ranking has at most {MAX_CANDIDATES} candidates")
+    return [scalar_text(v, field) for v in value]
 
 
 def _ints(values: list | None, field: str) -> list | None:
     if values is None:
         return None
     out = []
-    for value in values:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit())):
-            raise ValueError(f"{field} must be integers, got {value!r}")
+    for value in values:  # ranks beyond the ranking's size are refused later; a number of 19+ digits is no rank at all
+        if not (value.strip().lstrip("-").isdigit() and len(value.strip()) <= 18):
+            raise ValueError(f"{field} must be integers from 1 to the number of candidates, got {shown(value)}")
         out.append(int(value))
     return out
 
 
+def scalar_text(value, field: str) -> str | None:
+    """A field that names something (an id, a time): a string or a number, never a list or object."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"{field} must be a string, got {type(value).__name__}")
+    return str(value).strip()
+
+
 def normalise(raw: dict) -> dict:
     """Common field types from a CSV row or JSON object (raises ValueError naming the field)."""
-    text = lambda name: (None if raw.get(name) in (None, "") else str(raw[name]).strip())  # noqa: E731
+    text = lambda name: scalar_text(raw.get(name), name)  # noqa: E731
     tied = raw.get("tied", raw.get("tie"))
     return {
         "annotator_id": text("annotator_id"),
@@ -117,6 +130,8 @@ def read_csv(data: bytes) -> tuple[list, list, int]:
 
 
 def _load_json(data: bytes, key: str):
+    if problem := depth_problem(data, "JSON"):
+        raise FileUnreadable(problem)
     try:
         value = json.loads(decode(data))
     except json.JSONDecodeError as exc:

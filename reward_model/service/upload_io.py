@@ -9,6 +9,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from reward_model.service.events import announce_accepted_upload
 from reward_model.service.imports import import_upload
 from reward_model.service.uploads import UploadRejected
 
@@ -42,4 +43,5 @@ async def handle_upload(request: Request, campaign: str, uploader: str | None) -
     except LookupError as exc:
         return JSONResponse({"detail": str(exc)}, status_code=404)
     log.info("upload to %s: %s (%d rows)", campaign, result["status"], result["rows"])
+    announce_accepted_upload(request.app.state.settings, campaign, result)
     return JSONResponse(result, status_code=200 if result["status"] == "already imported" else 201)

@@ -45,10 +45,12 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from reward_model.service.bounds import capped, id_problem, shown, time_problem
 from reward_model.service.checks import dedupe_key, in_ranked_order, ranking_problems
 from reward_model.service.upload_external import read_argilla, read_label_studio
 from reward_model.service.upload_formats import FileUnreadable, read_csv, read_json
 
+NOT_YOURS = "not yours: "  # reasons that make the answer 403
 READERS = {"csv": read_csv, "json": read_json, "label-studio": read_label_studio, "argilla": read_argilla}
 
 
@@ -68,6 +70,7 @@ class CampaignView:
     annotators: frozenset[str]
     existing_keys: frozenset[str] = frozenset()
     uploader: str | None = None  # the annotator uploading; None for the admin
+    assigned: frozenset[str] = frozenset()  # task ids handed to the uploader (an annotator ranks only those)
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,9 @@ class UploadRejected(Exception):
         return self.message
 
     def report(self) -> dict:
-        return {"message": self.message, "problems": self.problems}
+        """The message and the first problems (a file with 100,000 bad rows gets a short answer)."""
+        listed, more = capped(self.problems)
+        return {"message": self.message, "problems": listed, "more_problems": more}
 
 
 def parse_rankings(data: bytes, fmt: str, view: CampaignView) -> ParsedUpload:
@@ -116,6 +121,8 @@ def parse_rankings(data: bytes, fmt: str, view: CampaignView) -> ParsedUpload:
         raw_rows, unreadable, skipped = READERS[fmt](data)
     except FileUnreadable as exc:
         raise UploadRejected(f"{fmt} file refused: {exc}") from None
+    except (TypeError, AttributeError, KeyError, IndexError) as exc:  # a shape no reader check foresaw: still the file's fault
+        raise UploadRejected(f"{fmt} file refused: it does not have the structure of a {fmt} export ({type(exc).__name__}: {shown(str(exc))})") from None
     problems = [{"row": n, "reason": reason} for n, reason in unreadable]
     rows, seen, foreign = [], {}, False
     for number, fields in raw_rows:
@@ -124,7 +131,7 @@ def parse_rankings(data: bytes, fmt: str, view: CampaignView) -> ParsedUpload:
             reasons.append(f"repeats the judgement of row {seen[row.dedupe_key]} (same annotator, task and candidates)")
         elif row is not None and row.dedupe_key in view.existing_keys:
             reasons.append("this judgement is already stored (earlier upload or the web page)")
-        foreign |= any(reason.startswith("belongs to annotator") for reason in reasons)
+        foreign |= any(reason.startswith(NOT_YOURS) for reason in reasons)
         if reasons:
             problems += [{"row": number, "reason": reason} for reason in reasons]
         elif row is not None:
@@ -144,10 +151,15 @@ def _when(value, name: str, reasons: list[str]) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        reasons.append(f"{name} {value!r} is not an ISO 8601 time")
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        problem = time_problem(moment, name)  # shifting to UTC can overflow (year 1 at +14:00)
+    except (ValueError, OverflowError):
+        reasons.append(f"{name} {shown(value)} is not an ISO 8601 time")
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    if problem:
+        reasons.append(problem)
+        return None
+    return moment
 
 
 def _candidates(fields: dict, reasons: list[str]) -> tuple[list | None, list | None, bool | None]:
@@ -170,19 +182,20 @@ def _candidates(fields: dict, reasons: list[str]) -> tuple[list | None, list | N
 
 def _check_row(number: int, fields: dict, view: CampaignView) -> tuple[list[str], ParsedRow | None]:
     reasons: list[str] = []
-    annotator = fields.get("annotator_id")
+    annotator, task_id, prompt_id = (_id_field(fields, name, reasons) for name in ("annotator_id", "task_id", "prompt_id"))
     if not annotator:
-        reasons.append("annotator_id is missing")
+        reasons += [] if fields.get("annotator_id") else ["annotator_id is missing"]
     elif annotator not in view.annotators:
         reasons.append(f"unknown annotator_id {annotator!r} in campaign {view.name!r}")
     elif view.uploader is not None and annotator != view.uploader:
-        reasons.append(f"belongs to annotator {annotator!r}; you may upload only your own rows")
-    task_id, prompt_id = fields.get("task_id"), fields.get("prompt_id")
+        reasons.append(f"{NOT_YOURS}belongs to annotator {annotator!r}; you may upload only your own rows")
     allowed: frozenset[str] | None = None
     if task_id:
         task = view.tasks.get(task_id)
         if task is None:
             reasons.append(f"unknown task_id {task_id!r}")
+        elif view.uploader is not None and task_id not in view.assigned:
+            reasons.append(f"{NOT_YOURS}task {task_id!r} is not assigned to you; rank it when /api/next hands it to you")
         elif prompt_id and prompt_id != task.prompt_id:
             reasons.append(f"prompt_id {prompt_id!r} is not task {task_id!r}'s prompt {task.prompt_id!r}")
         else:
@@ -191,10 +204,12 @@ def _check_row(number: int, fields: dict, view: CampaignView) -> tuple[list[str]
         allowed = view.prompt_candidates.get(prompt_id)
         if allowed is None:
             reasons.append(f"unknown prompt_id {prompt_id!r}")
-    else:
+    elif not (fields.get("task_id") or fields.get("prompt_id")):
         reasons.append("task_id or prompt_id is missing")
     ids, ranks, tied = _candidates(fields, reasons)
-    if ids is not None:
+    if ids is not None and (bad := next(filter(None, (id_problem(c, "candidate id") for c in ids)), None)):
+        reasons.append(bad)
+    elif ids is not None:
         reasons += ranking_problems(ids, ranks, tied)
         unknown = [c for c in ids if allowed is not None and c not in allowed]
         if unknown:
@@ -210,6 +225,18 @@ def _check_row(number: int, fields: dict, view: CampaignView) -> tuple[list[str]
     return reasons, row
 
 
+def _id_field(fields: dict, name: str, reasons: list[str]) -> str | None:
+    """An id field as text (tools export numeric ids), or None with a reason when it is no usable id."""
+    value = fields.get(name)
+    if value is None or value == "":
+        return None
+    value = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if problem := id_problem(value, name):
+        reasons.append(problem)
+        return None
+    return value
+
+
 def _duration(value, started, submitted, reasons: list[str]) -> float | None:
     if started and submitted and submitted < started:
         reasons.append("submitted_at is before started_at")
@@ -218,8 +245,8 @@ def _duration(value, started, submitted, reasons: list[str]) -> float | None:
     try:
         seconds = float(value)
     except (TypeError, ValueError):
-        reasons.append(f"duration_s {value!r} is not a number")
+        reasons.append(f"duration_s {shown(value)} is not a number")
         return None
     if not math.isfinite(seconds) or seconds < 0:
-        reasons.append(f"duration_s {value!r} must be a finite number >= 0")
+        reasons.append(f"duration_s {shown(value)} must be a finite number >= 0")
     return seconds

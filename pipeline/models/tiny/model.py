@@ -147,6 +147,21 @@ class TinyLeLM(PreTrainedModel):
         sum of the stage's per-stream mean cross-entropies (stage 1: header + mixed; 2: vocals
         + accompaniment; 0: all four)."""
         stage = self.training_stage if training_stage is None else training_stage
+        states, targets = self.stream_states(conditions, tokens, stage)
+        heads = self.stream_heads()
+        logits = {s: heads[s](states[s]) for s in STREAMS}
+        losses = {s: F.cross_entropy(logits[s].flatten(0, 1), targets[s].flatten(), ignore_index=-100) for s in STREAMS}
+        used = {1: ("header", "mixed"), 2: ("vocals", "accompaniment")}.get(stage, STREAMS)
+        return TinyLeLMOutput(loss=sum(losses[s] for s in used), losses=losses, logits=logits, targets=targets)
+
+    def stream_heads(self) -> dict[str, nn.Linear]:
+        return {"header": self.header_head, "mixed": self.mixed_head, "vocals": self.vocals_head,
+                "accompaniment": self.accompaniment_head}  # fmt: skip
+
+    def stream_states(self, conditions: list[dict], tokens: list[dict], stage: int = 0) -> tuple[dict, dict]:
+        """The hidden state each stream's head reads at every target position ([B, n, d]) and the
+        targets ([B, n], -100 at padding): the logits are `stream_heads()[s](states[s])`. Kept
+        apart so a caller can score the heads in vocabulary chunks without materialising logits."""
         dev, c, k = self.device, self.config, self.config.delay
         seqs, targets = [], {s: [] for s in STREAMS}
         prefix_lens, lengths = [], []
@@ -174,21 +189,22 @@ class TinyLeLM(PreTrainedModel):
             return hidden.gather(1, idx[..., None].expand(-1, -1, d))
 
         ar = torch.arange(tmax + k + 1, device=dev)
-        logits = {"header": self.header_head(gather(ar[:HEADER_LEN] - 1)),
-                  "mixed": self.mixed_head(gather(ar[: tmax + 1] + HEADER_LEN - 1))}  # fmt: skip
+        states = {"header": gather(ar[:HEADER_LEN] - 1), "mixed": gather(ar[: tmax + 1] + HEADER_LEN - 1)}
         frames = gather(ar[k : k + tmax] + HEADER_LEN)  # h_{t+k} for decoder frame t
         inside = (ar[k : k + tmax][None] < n[:, None])[..., None]
         cond = torch.where(inside, self.cond_proj(frames), self.end_pad)
-        dual = logits | self.dual_track_logits(cond, targets["vocals"].clamp(min=0), targets["accompaniment"].clamp(min=0))
-        losses = {s: F.cross_entropy(dual[s].flatten(0, 1), targets[s].flatten(), ignore_index=-100) for s in STREAMS}
-        used = {1: ("header", "mixed"), 2: ("vocals", "accompaniment")}.get(stage, STREAMS)
-        return TinyLeLMOutput(loss=sum(losses[s] for s in used), losses=losses, logits=dual, targets=targets)
+        dual = self.dual_track_states(cond, targets["vocals"].clamp(min=0), targets["accompaniment"].clamp(min=0))
+        return states | {"vocals": dual, "accompaniment": dual}, targets
 
-    def dual_track_logits(self, cond: torch.Tensor, vocals: torch.Tensor, accompaniment: torch.Tensor) -> dict:
-        """The AR decoder by teacher forcing: cond [B, T, d] (delayed LM states), previous tokens shifted in."""
+    def dual_track_states(self, cond: torch.Tensor, vocals: torch.Tensor, accompaniment: torch.Tensor) -> torch.Tensor:
+        """The AR decoder by teacher forcing: cond [B, T, d] (delayed LM states), previous tokens shifted in;
+        both dual-track heads read its output."""
         prev = self.vocals_emb(vocals[:, :-1]) + self.accompaniment_emb(accompaniment[:, :-1])
         prev = torch.cat([self.dual_bos.expand(len(cond), 1, -1), prev], dim=1)
-        out = self.decoder(inputs_embeds=cond + prev).last_hidden_state
+        return self.decoder(inputs_embeds=cond + prev).last_hidden_state
+
+    def dual_track_logits(self, cond: torch.Tensor, vocals: torch.Tensor, accompaniment: torch.Tensor) -> dict:
+        out = self.dual_track_states(cond, vocals, accompaniment)
         return {"vocals": self.vocals_head(out), "accompaniment": self.accompaniment_head(out)}
 
     def stream_logprobs(self, conditions: list[dict], tokens: list[dict], per_token: bool = False) -> dict:
