@@ -42,6 +42,18 @@ def imports(path: Path, top_level_only: bool) -> set[str]:
     return {n for n in names if n.split(".")[0] in PACKAGES}
 
 
+def test_layers_below_flows_import_no_prefect():
+    """Prefect lives in flows/ and the CLI; the domain layers run without it (DESIGN.md)."""
+    found = []
+    for name, path in modules().items():
+        if name.split(".")[0] in ("pipeline", "reward_model", "alignment", "data_cards"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])  # fmt: skip
+                found += [f"{name} imports {n}" for n in names if n.split(".")[0] == "prefect"]
+    assert not found, "\n".join(found)
+
+
 def test_imports_point_one_way_and_lower_layers_never_name_higher_ones():
     problems = []
     for name, path in modules().items():
