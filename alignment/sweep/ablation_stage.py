@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from alignment.merge.stage import model_identities, trained_models
 from alignment.policy import policy_folder
+from alignment.sweep.stage import saved_chosen_point
 from pipeline.models.tiny.song_model import checkpoint_digest
 from pipeline.preferences import score_tables
 from pipeline.scoring.registry import get_kind
@@ -30,7 +31,7 @@ class AblationStage(Stage):
         options = self.config.sweep
         models = trained_models(self.store)
         inputs = {"models": model_identities(self.store, models), "named": options.named, "form": options.form,
-                  "chosen": self._chosen()}
+                  "chosen": saved_chosen_point(self.store)}
         if self.config.model.backend == "tiny" and self.config.dpo.policy is None:
             base = policy_folder(self.config.model.backend, self.config.model.options, None)
             inputs["base"] = checkpoint_digest(base)
@@ -54,10 +55,6 @@ class AblationStage(Stage):
         return pa.Table.from_pandas(table[SCHEMA.names], schema=SCHEMA, preserve_index=False), {
             "status": "done", "songs_per_model": ablation.prompts * ablation.seeds, "models": int(table["model"].nunique()),
             "report": markdown, "oracle_diffs": {f"{r.model}/{r.metric}": round(r.diff, 6) for r in own.itertuples()}}  # fmt: skip
-
-    def _chosen(self) -> str | None:
-        path = "sweep/chosen/chosen.json"
-        return self.store.read_json(path)["point"] if self.store.exists(path) else None
 
     def _skip_reason(self) -> str | None:
         if self.config.sweep.ablation.prompts == 0:

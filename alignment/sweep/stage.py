@@ -33,6 +33,12 @@ from pipeline.stages.base import ShardSpec, Stage
 CHOSEN_DIR = "sweep/chosen"
 
 
+def saved_chosen_point(store) -> str | None:
+    """The point the saved chosen model (sweep/chosen/) was made from, if one is saved."""
+    path = f"{CHOSEN_DIR}/chosen.json"
+    return json.loads(store.read_bytes(path))["point"] if store.exists(path) else None
+
+
 def song_schema() -> pa.Schema:
     """A sweep shard's rows: one per song, one column per preference's metric."""
     return pa.schema([("candidate_id", pa.string()), ("prompt_id", pa.string()), ("seed", pa.int64()),
@@ -110,14 +116,9 @@ class SweepStage(Stage):
         songs = {r.metrics["point"]: self.store.read_table(r.filename).to_pandas() for r in results}
         metrics = write_sweep_report(self.store, points, songs, self.config.sweep)
         chosen = points[metrics["chosen"]] | {"point": metrics["chosen"], "form": self.config.sweep.form}
-        if any(not r.skipped for r in results) or self._saved_chosen() != chosen["point"]:  # else it is on disk
+        if any(not r.skipped for r in results) or saved_chosen_point(self.store) != chosen["point"]:  # else it is on disk
             self.save_chosen(chosen)
         return metrics | {"chosen_model": CHOSEN_DIR}
-
-    def _saved_chosen(self) -> str | None:
-        """The point the saved chosen model was made from, if one is saved."""
-        path = f"{CHOSEN_DIR}/chosen.json"
-        return json.loads(self.store.read_bytes(path))["point"] if self.store.exists(path) else None
 
     def save_chosen(self, params: dict) -> None:
         """The chosen point as a model folder (sweep/chosen/), loadable as `model.options.checkpoint`
