@@ -29,6 +29,7 @@ SECTIONS_GROUP = "songpref.config"
 
 
 UNHASHED_SECTIONS = ("orchestration", "rounds")  # how and where a round runs, not what it makes
+# A section may also name fields of its own that say how it runs (`UNHASHED_FIELDS`, e.g. dpo.processes).
 
 
 class ConfigError(ValueError):
@@ -161,7 +162,13 @@ class RoundConfig(RegisteredSection):
 
     def digest(self) -> str:
         """The hash of everything that shapes the round's outputs (orchestration and rounds do not)."""
-        return digest_json({k: v for k, v in self.resolved().items() if k not in UNHASHED_SECTIONS})
+        hashed = {}
+        for key, value in self.resolved().items():
+            if key in UNHASHED_SECTIONS:
+                continue
+            unhashed = getattr(getattr(self, key, None), "UNHASHED_FIELDS", ())
+            hashed[key] = {k: v for k, v in value.items() if k not in unhashed} if unhashed else value
+        return digest_json(hashed)
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RoundConfig:

@@ -71,29 +71,55 @@ class DpoStage(Stage):
             reason = "not in dpo.strategies" if not spec.params["enabled"] else f"pairs/{self.strategy} is {status}"
             shutil.rmtree(self.store.path(self.folder, "model"), ignore_errors=True)
             return pa.Table.from_pylist([], schema=LOG_SCHEMA), {"status": "skipped", "reason": reason}
-        from datasets import load_dataset
-
         options: DpoStageOptions = self.config.dpo
-        run_dir = Path(self.store.path(self.folder, f"run-{spec.key[:16]}"))
-        files = {s: self.store.path(p) for s, p in dataset_files(self.strategy).items() if s in spec.inputs["pairs"]}
-        data = load_dataset("parquet", data_files=files, cache_dir=str(run_dir / "datasets-cache"))
-        model, tokenizer, folder = load_policy(self.config.model.backend, self.config.model.options, options.policy)
-        run = DpoOptions.model_validate(spec.params["run"])
-        if run.streams != "all":
-            self._score_streams(model, run.streams)
-        if run.vocal_factor != "note":
-            self._score_vocal_words(model)
-        trained, metrics = train_dpo(model, tokenizer, data["train"], run, run_dir,
-                                     spec.params["seed"], eval_dataset=data.get("test"))  # fmt: skip
+        if options.processes > 1:
+            from alignment.dpo.distributed import train_on_processes
+
+            trained, tokenizer, metrics = train_on_processes(self, spec, options.processes)
+        else:
+            trained, tokenizer, metrics = self.train(spec)
+        data = self.pairs(spec)
         metrics["kl"] = self._kl(trained, options, data, spec.params["seed"])
         self._save(trained, tokenizer)
+        folder = policy_folder(self.config.model.backend, self.config.model.options, options.policy)
         metrics |= {"strategy": self.strategy, "status": "trained", "policy": str(folder),
-                    "pairs": {s: len(d) for s, d in data.items()}}  # fmt: skip
+                    "pairs": {s: len(d) for s, d in data.items()}, "processes": options.processes,
+                    "sharding": options.sharding if options.processes > 1 else None}  # fmt: skip
         self.store.write_json(f"{self.folder}/metrics.json", metrics)
         rows = [{"step": r["step"], "epoch": r.get("epoch"), **{k: r.get(v) for k, v in LOG_FIELDS.items()}}
                 for r in metrics["log"] if "loss" in r]  # fmt: skip
         summary = {k: v for k, v in metrics.get("eval", {}).items() if k.startswith("eval_rewards/")}
         return pa.Table.from_pylist(rows, schema=LOG_SCHEMA), {"status": "trained", **summary, **metrics["kl"]}
+
+    def run_dir(self, spec: ShardSpec) -> Path:
+        return Path(self.store.path(self.folder, f"run-{spec.key[:16]}"))
+
+    def pairs(self, spec: ShardSpec):
+        """The shard's pairs: a DatasetDict with `train` and, where written, `test`."""
+        from datasets import load_dataset
+
+        files = {s: self.store.path(p) for s, p in dataset_files(self.strategy).items() if s in spec.inputs["pairs"]}
+        return load_dataset("parquet", data_files=files, cache_dir=str(self.run_dir(spec) / "datasets-cache"))
+
+    def policy(self):
+        """(the policy to train, its tokenizer), in float32."""
+        model, tokenizer, _ = load_policy(self.config.model.backend, self.config.model.options, self.config.dpo.policy)
+        return model, tokenizer
+
+    def train(self, spec: ShardSpec, processes: int = 1, save_to: Path | None = None):
+        """One DPO run on the shard's pairs: (trained model, tokenizer, metrics). With processes > 1,
+        each process of a torch.distributed launch calls this alike (alignment.dpo.distributed)."""
+        data = self.pairs(spec)
+        model, tokenizer = self.policy()
+        run = DpoOptions.model_validate(spec.params["run"])
+        if run.streams != "all":
+            self._score_streams(model, run.streams)
+        if run.vocal_factor != "note":
+            self._score_vocal_words(model)
+        trained, metrics = train_dpo(model, tokenizer, data["train"], run, self.run_dir(spec), spec.params["seed"],
+                                     eval_dataset=data.get("test"), processes=processes,
+                                     sharding=self.config.dpo.sharding, save_to=save_to)  # fmt: skip
+        return trained, tokenizer, metrics
 
     def _score_streams(self, model, streams) -> None:
         """DPO compares songs on the given streams, or on those the preference declares (joint: every stream)."""
