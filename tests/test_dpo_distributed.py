@@ -9,12 +9,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from alignment.dpo.options import DpoOptions
 from flows.stages import run_stage_locally
 from pipeline.models.tiny.song_model import CHECKPOINT_DIR
 from pipeline.store import RoundStore
 from small_round import config
 
-pytestmark = pytest.mark.slow
 # float32 on CPU: the processes sum each step's loss and gradients in another order than one
 # process does (measured: 3e-7 apart). Every step is a full one (the round has 10 training pairs,
 # 2 per step): an epoch's short last batch is evened out by accelerate and would differ.
@@ -44,11 +44,23 @@ def _weights(store: RoundStore) -> dict:
     return load_file(Path(store.path("dpo", "lyrics")) / "model" / "model.safetensors")
 
 
+def test_the_process_count_changes_neither_the_round_nor_the_pairs_per_step():
+    assert _dpo(1).digest() == _dpo(4).digest() == config({"dpo": {**_dpo(1).dpo.model_dump(), "sharding": "fsdp"}}).digest()
+    assert _dpo(1).digest() != config({"dpo": {"kl_samples": 3}}).digest()  # a run's own options still count
+    assert DpoOptions(batch_size=8, gradient_accumulation_steps=1).per_process(4) == (2, 1)
+    assert DpoOptions(batch_size=3, gradient_accumulation_steps=4).per_process(2) == (3, 2)
+    with pytest.raises(ValueError, match="batch_size 3 x gradient_accumulation_steps 1 pairs per step cannot be split"):
+        DpoOptions(batch_size=3).per_process(2)
+
+
+@pytest.mark.slow
 def test_two_processes_train_as_one_and_their_checkpoint_resumes_on_one(round_dir, tmp_path):
     one, two = _copy(round_dir, tmp_path / "one"), _copy(round_dir, tmp_path / "two")
     assert run_stage_locally("dpo/lyrics", _dpo(1), one)["status"] == "done"
     record = run_stage_locally("dpo/lyrics", _dpo(2), two)
     assert record["status"] == "done" and record["metrics"].get("status") == "trained"
+    ran = json.loads(Path(two.path("dpo", "lyrics", "metrics.json")).read_text())
+    assert ran["processes"] == 2 and ran["distributed"] == "MULTI_CPU"  # torch.distributed over gloo, DDP
     reference, losses = _losses(one), _losses(two)
     assert len(reference) == len(losses) == 2 and reference[0] != reference[-1]
     assert max(abs(a - b) for a, b in zip(reference, losses)) < LOSS_TOLERANCE, (reference, losses)
@@ -69,3 +81,12 @@ def test_two_processes_train_as_one_and_their_checkpoint_resumes_on_one(round_di
 def _apart(a: dict, b: dict) -> float:
     return float(sum(((a[k] - b[k]).double() ** 2).sum() for k in a) ** 0.5)
 
+
+
+def test_songpref_dpo_gpus_is_checked_before_any_work(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "songpref", "dpo", str(tmp_path / "r"), "--gpus", "0"],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2 and "--gpus 0: must be at least 1" in result.stderr

@@ -82,7 +82,8 @@ def train_dpo(model, tokenizer, train_dataset, options: DpoOptions, output_dir: 
     resume = last_checkpoint(output_dir)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     metrics = {"train": {k: _plain(v) for k, v in result.metrics.items()}, "resumed_from": resume.name if resume else None,
-               "log": [{k: _plain(v) for k, v in row.items()} for row in trainer.state.log_history]}  # fmt: skip
+               "log": [{k: _plain(v) for k, v in row.items()} for row in trainer.state.log_history],
+               "distributed": str(trainer.accelerator.distributed_type.value)}  # NO, MULTI_GPU, MULTI_CPU, FSDP  # fmt: skip
     if eval_dataset is not None and len(eval_dataset):
         metrics["eval"] = {k: _plain(v) for k, v in trainer.evaluate().items()}
     if save_to is not None:
