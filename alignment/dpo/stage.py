@@ -46,6 +46,10 @@ class DpoStage(Stage):
         self.name = f"dpo/{strategy}"
 
     @property
+    def gpus_per_shard(self) -> int:
+        return self.config.dpo.processes
+
+    @property
     def folder(self) -> str:
         return f"dpo/{self.strategy}"
 

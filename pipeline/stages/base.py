@@ -56,6 +56,8 @@ class Stage(ABC):
     # Per-shard metrics that time the run rather than describe the data: reported for a shard just
     # built, never stored in its file, so identical inputs give byte-identical shards.
     wall_clock_metrics: tuple[str, ...] = ()
+    # GPUs one shard uses at once (the slots it holds of the GPU limit, `orchestration.gpu`).
+    gpus_per_shard: int = 1
 
     def __init__(self, config: RoundConfig, store: RoundStore):
         self.config = config
