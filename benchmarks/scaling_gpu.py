@@ -127,6 +127,8 @@ def main() -> None:
         args.warmup, args.steps = 2, 2
     gpus = torch.cuda.device_count() if cuda else 0
     counts = [int(n) for n in args.processes.split(",")] if args.processes else [n for n in (1, 2, 4, 8) if n <= max(gpus, 1)]
+    if args.sharding == "fsdp" and not cuda:
+        parser.error("--sharding fsdp: accelerate shards over GPUs only (on CPU it would run DDP)")
     if cuda and max(counts) > gpus:
         parser.error(f"--processes {args.processes}: only {gpus} GPU(s) present")
     parts = args.parts.split(",")

@@ -77,6 +77,7 @@ def dpo_part(job: dict) -> dict | None:
     config = TinyLeLMConfig(**job["policy_config"])
     data = load_dataset("parquet", data_files={"train": job["pairs_file"]}, cache_dir=job["cache_dir"])["train"]
     model = build_policy(config, device_for(cuda), torch.bfloat16 if cuda else torch.float32)
+    parameters = sum(p.numel() for p in model.parameters())  # before FSDP shards them
     options = DpoOptions(max_steps=job["warmup"] + job["steps"], batch_size=job["batch"] * world,
                          gradient_accumulation_steps=job["accumulate"], save_steps=10**9, precompute_ref_log_probs=True,
                          device="auto" if cuda else "cpu")  # fmt: skip
@@ -96,7 +97,8 @@ def dpo_part(job: dict) -> dict | None:
         return None
     return {"tokens_per_s": tokens / wall, "seconds_per_step": wall / (len(clock.ends) - w), "timed_steps": len(clock.ends) - w,
             "pairs_per_step": job["batch"] * world * job["accumulate"], "tokens": tokens,
-            "parameters": sum(p.numel() for p in model.parameters()), "sharding": job["sharding"] if world > 1 else None,
+            "parameters": parameters, "sharding": job["sharding"] if world > 1 else None,
+            "distributed": trainer.accelerator.distributed_type.value,
             "peak_memory_gib_rank0": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}  # fmt: skip
 
 

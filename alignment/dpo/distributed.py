@@ -27,6 +27,7 @@ LOG_TAIL_LINES = 40
 
 def train_on_processes(stage, spec, processes: int):
     """(trained model, tokenizer, metrics) of the stage's run on `processes` processes."""
+    _check_devices(processes, stage.config.dpo.sharding, spec)
     folder = stage.run_dir(spec) / "launch"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -37,6 +38,21 @@ def train_on_processes(stage, spec, processes: int):
     trained = folder / "trained"
     metrics = json.loads((trained / "metrics.json").read_text())
     return *load_trained(stage, spec, trained), metrics
+
+
+def _check_devices(processes: int, sharding: str, spec) -> None:
+    """One process per GPU where the run uses GPUs (on CPU any count runs, over gloo); FSDP on GPUs only."""
+    import torch
+
+    from alignment.dpo.options import DpoOptions
+
+    on_gpu = torch.cuda.is_available() and DpoOptions.model_validate(spec.params["run"]).device != "cpu"
+    if on_gpu and processes > torch.cuda.device_count():
+        raise ValueError(f"dpo.processes {processes}: only {torch.cuda.device_count()} GPU(s) here "
+                         "(one process per GPU; set device: cpu to run processes on the CPU)")  # fmt: skip
+    if sharding == "fsdp" and not on_gpu:  # accelerate would quietly run DDP instead
+        raise ValueError("dpo.sharding fsdp: accelerate shards a policy over GPUs only, and this run is on the CPU; "
+                         "use sharding: ddp")  # fmt: skip
 
 
 def launch(job_file: Path, processes: int, log: Path) -> None:
