@@ -53,6 +53,16 @@ def test_the_process_count_changes_neither_the_round_nor_the_pairs_per_step():
         DpoOptions(batch_size=3).per_process(2)
 
 
+def test_fsdp_is_refused_where_the_run_is_on_the_cpu():
+    from alignment.dpo.distributed import _check_devices
+    from pipeline.stages.base import ShardSpec
+
+    spec = ShardSpec("dpo/lyrics", 0, {}, {"run": DpoOptions(device="cpu").model_dump(mode="json")})
+    _check_devices(2, "ddp", spec)
+    with pytest.raises(ValueError, match="dpo.sharding fsdp: accelerate shards a policy over GPUs only"):
+        _check_devices(2, "fsdp", spec)
+
+
 @pytest.mark.slow
 def test_two_processes_train_as_one_and_their_checkpoint_resumes_on_one(round_dir, tmp_path):
     one, two = _copy(round_dir, tmp_path / "one"), _copy(round_dir, tmp_path / "two")
