@@ -57,9 +57,12 @@ class CandidatesStage(Stage):
         return SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, cfg_coef=s.cfg_coef)
 
     def plan(self) -> list[ShardSpec]:
+        model = self.song_model()
+        if hasattr(model, "check_sampling"):  # a backend that cannot take a sampling value refuses it, by name, here
+            model.check_sampling(self.sampling())
         params = {
             "seed": self.config.seed,
-            "model": self.song_model().describe(),  # before any sampling: stable for a model and its options
+            "model": model.describe(),  # before any sampling: stable for a model and its options
             "sampling": self.config.sampling.model_dump(mode="json"),
         }
         return [
