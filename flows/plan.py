@@ -92,12 +92,13 @@ def needs(config: RoundConfig) -> list[Need]:
     _walk(config, "", found)
     model_options = song_model_class(config.model.backend).options_class.model_validate(config.model.options)
     _walk(model_options, "model.options", found)
-    return found + option_problems(config)
+    return found + option_problems(config, found)
 
 
-def option_problems(config: RoundConfig) -> list[Need]:
+def option_problems(config: RoundConfig, found: list[Need] = ()) -> list[Need]:
     """Options the stages would refuse for this model, found without running, loading or contacting
-    anything: the rankings source, the sampling values, sampling from merged weights."""
+    anything: the model's own checks of its folders, the rankings source, the sampling values,
+    sampling from merged weights. `found`: the listing so far (a missing folder is not said twice)."""
     from pipeline.models.base import SamplingParams
     from pipeline.models.checkpoint import NoCheckpointOption, checkpoint_option
     from pipeline.models.registry import song_model_class
@@ -110,10 +111,12 @@ def option_problems(config: RoundConfig) -> list[Need]:
     if hasattr(cls, "check_sampling"):
         s = config.sampling
         params = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, cfg_coef=s.cfg_coef)
+        model = None
         try:
             model = cls(cls.options_class.model_validate(config.model.options))
-        except (OSError, ValueError, RuntimeError):
-            model = None  # a missing folder: already a row of the listing
+        except (OSError, ValueError, RuntimeError) as exc:  # e.g. a checkout without generate.py
+            if not any(n.key.startswith("model.options.") and not n.ok for n in found):
+                problems.append(Need("option", "model.options", backend, False, str(exc)))
         try:
             if model is not None:
                 model.check_sampling(params)

@@ -69,3 +69,13 @@ def test_levo_sampling_its_script_cannot_take_is_refused_at_plan_time(tmp_path):
     note = rows["sampling"].note
     assert "sampling.temperature 1.1 (the script's: 0.9), sampling.top_k 20 (the script's: 50)" in note
     assert "cfg_coef" not in note.split(":")[0]  # 1.5 is the script's own value
+
+
+def test_a_checkout_without_generate_py_is_listed(tmp_path):
+    repo, checkpoint = tmp_path / "SongGeneration", tmp_path / "ckpt"
+    songgeneration(repo, checkpoint)
+    (repo / "generate.py").unlink()
+    options = {"repo_dir": str(repo), "checkpoint_dir": str(checkpoint)}
+    code, summary, rows = plan(edited_example(tmp_path, model={"backend": "levo", "options": options}))
+    assert code == 1 and rows["model.options.repo_dir"].ok
+    assert "generate.py not found" in rows["model.options"].note and str(repo) in rows["model.options"].note
