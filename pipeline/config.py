@@ -148,13 +148,15 @@ class RoundConfig(RegisteredSection):
 
     @model_validator(mode="after")
     def _continue_the_parent(self):
-        if self.parent is None or "checkpoint" in self.model.options:
+        if self.parent is None:
             return self
-        from pipeline.models.registry import song_model_class
+        from pipeline.models.checkpoint import NoCheckpointOption, checkpoint_option
 
-        if "checkpoint" not in song_model_class(self.model.backend).options_class.model_fields:
-            raise ValueError(f"parent: model.backend {self.model.backend!r} has no checkpoint option to continue from")
-        self.model.options["checkpoint"] = str(Path(self.parent) / "sweep" / "chosen")
+        try:
+            key = checkpoint_option(self.model.backend)
+        except NoCheckpointOption as exc:
+            raise ValueError(f"parent: {exc}") from None
+        self.model.options.setdefault(key, str(Path(self.parent) / "sweep" / "chosen"))
         return self
 
     def resolved(self) -> dict:

@@ -52,6 +52,12 @@ class SongModel(Protocol):
         """Checkpoint, its digest and settings: for manifests and data cards."""
         ...
 
+    # Optional, by duck typing:
+    # - `check_sampling(params) -> ...`: raise ValueError naming a sampling value the model cannot
+    #   take; the candidates stage calls it when it plans, before any song is sampled.
+    # - class attribute `checkpoint_option`: the options key naming the weights to sample from
+    #   (default "checkpoint" where the options have it); see pipeline.models.checkpoint.
+
 
 class PreferenceText(Protocol):
     """What a SongModel adds to be trained with TRL's DPOTrainer on the pairs the round writes:
