@@ -9,7 +9,8 @@ by its pairs files, the policy checkpoint and the resolved run options. A run wr
   KL estimate against the reference;
 - the shard's rows: the training log (step, loss, reward accuracy, margins, ...).
 A strategy whose pairs are empty is skipped and says so; options come from the config's `dpo`
-section (`alignment.dpo.options.DpoStageOptions`).
+section (`alignment.dpo.options.DpoStageOptions`). With `dpo.processes` > 1 the run trains on
+that many processes, one per GPU (`alignment.dpo.distributed`), and resumes on any count.
 """
 
 from __future__ import annotations
