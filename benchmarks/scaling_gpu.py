@@ -60,25 +60,39 @@ def write_pairs(folder: Path, config: dict, pairs: int, seconds: float, seed: in
     return str(path), data
 
 
-def launch(part: str, processes: int, job: dict, folder: Path) -> dict:
-    folder.mkdir(parents=True, exist_ok=True)
-    job = {**job, "folder": str(folder)}
-    (folder / "job.json").write_text(json.dumps(job))
-    code = ("import sys; sys.path.insert(0, %r); from benchmarks.scaling_parts import main; main(%r, %r)"
-            % (str(ROOT), part, str(folder / "job.json")))  # fmt: skip
-    script = folder / "run_part.py"
-    script.write_text(code + "\n")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", str(script)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
-           "TQDM_DISABLE": "1"}  # fmt: skip
-    started = time.perf_counter()
-    with open(folder / "log.txt", "wb") as log:
-        returncode = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
-    if returncode != 0:
-        errors = sorted(folder.glob(f"{part}-rank*.error"))  # a process's traceback, else the launcher's log
-        tail = (errors[0] if errors else folder / "log.txt").read_text(errors="replace").splitlines()[-25:]
-        return {"error": f"exit {returncode}: {tail[-1] if tail else ''}", "log_tail": tail}
-    return json.loads((folder / f"{part}.json").read_text()) | {"launch_seconds": time.perf_counter() - started}
+def launch(parts: list[str], processes: int, job: dict, folder: Path, record) -> None:
+    """Every part on `processes` processes in one launch (each launch imports torch, TRL and
+    transformers anew); `record(part, row)` hears each part as it ends. A failed part ends its
+    launch, and the parts after it get a new one."""
+    remaining, attempt = list(parts), 0
+    while remaining:
+        attempt += 1
+        here = folder / f"launch-{attempt}"
+        here.mkdir(parents=True, exist_ok=True)
+        (here / "job.json").write_text(json.dumps({**job, "folder": str(here)}))
+        script = here / "run_parts.py"
+        script.write_text("import sys; sys.path.insert(0, %r); from benchmarks.scaling_parts import main; main(%r, %r)\n"
+                          % (str(ROOT), ",".join(remaining), str(here / "job.json")))  # fmt: skip
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", str(script)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+               "TQDM_DISABLE": "1"}  # fmt: skip
+        started = time.perf_counter()
+        with open(here / "log.txt", "wb") as log:
+            running = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            while True:  # record each part as its file appears: a run cut short keeps the parts so far
+                returncode = running.poll()
+                while remaining and (here / f"{remaining[0]}.json").exists():
+                    row = json.loads((here / f"{remaining[0]}.json").read_text())
+                    record(remaining.pop(0), row | {"seconds_from_launch": round(time.perf_counter() - started, 1)})
+                if returncode is not None:
+                    break
+                time.sleep(1.0)
+        if returncode != 0 and remaining:
+            errors = sorted(here.glob(f"{remaining[0]}-rank*.error"))  # a process's traceback, else the launcher's log
+            tail = (errors[0] if errors else here / "log.txt").read_text(errors="replace").splitlines()[-25:]
+            record(remaining.pop(0), {"error": f"exit {returncode}: {tail[-1] if tail else ''}", "log_tail": tail})
+        elif remaining:  # ended well without every file: say so rather than loop
+            record(remaining.pop(0), {"error": "the launch ended without this part's result"})
 
 
 def summarize(report: dict) -> None:
@@ -110,7 +124,7 @@ def main() -> None:
     parser.add_argument("--song-seconds", type=float, default=150.0)
     parser.add_argument("--tokens", type=int, default=100, help="tokens decoded per 30 s window")
     parser.add_argument("--candidate-batch", type=int, default=8)
-    parser.add_argument("--batches-per-gpu", type=int, default=2)
+    parser.add_argument("--batches-per-gpu", type=int, default=1)
     parser.add_argument("--sample-frames", type=int, default=250, help="frames per sampled song (25 per second)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help=f"default {RESULTS.name} ({TINY_RESULTS.name} with --tiny)")
@@ -154,8 +168,8 @@ def main() -> None:
                    "whisper_dims": TINY if args.tiny else LARGE_V3, "tokens": args.tokens, "songs_per_gpu": args.songs_per_gpu,
                    "song_seconds": args.song_seconds, "candidate_batch": args.candidate_batch,
                    "batches_per_gpu": args.batches_per_gpu, "sample_frames": args.sample_frames}  # fmt: skip
-            for part in parts:
-                row = launch(part, n, job, Path(scratch) / f"{part}-{n}")
+
+            def record(part: str, row: dict, n: int = n, data: dict | None = data) -> None:
                 if part == "dpo" and data:
                     row["data"] = data
                 report["parts"].setdefault(part, {})[str(n)] = row
@@ -165,7 +179,9 @@ def main() -> None:
                 report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.with_suffix(".tmp").write_text(json.dumps(report, indent=1) + "\n")
-                args.out.with_suffix(".tmp").replace(args.out)  # after every run: a crash keeps the rows so far
+                args.out.with_suffix(".tmp").replace(args.out)  # after every part: a run cut short keeps the rows so far
+
+            launch(parts, n, job, Path(scratch) / f"run-{n}", record)
     print(f"{'part':<11} {'N':>2} {'rate':>14} {'efficiency':>10} {'same outputs':>12}")
     for part, rows in report["parts"].items():
         for n, row in rows.items():

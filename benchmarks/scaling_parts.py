@@ -15,6 +15,7 @@ per item: a run on N GPUs must give the one-GPU run's digests.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import os
@@ -123,7 +124,7 @@ def per_part(job: dict) -> dict | None:
         song = write_songs(folder, 1, job["song_seconds"] * 0.8, job["song_seconds"], job["seed"] + i)[0]
         items.append(dataclasses.replace(song, candidate_id=f"song{i:05d}"))
     audio = sum(load_audio(i.audio_path).size / 16000 for i in items)
-    transcriber.transcribe(items[:1])  # kernels, allocator, graphs
+    transcriber.transcribe(items)  # a cold pass: the fast decoder captures a CUDA graph set per batch size it meets
     texts, wall = _timed_together(dist, cuda, lambda: [t.text for t in transcriber.transcribe(items)])
     gathered = [None] * world
     dist.all_gather_object(gathered, (audio, {i: _digest(t) for i, t in zip(mine, texts)}))
@@ -163,16 +164,22 @@ def candidates_part(job: dict) -> dict | None:
 PARTS = {"dpo": dpo_part, "per": per_part, "candidates": candidates_part}
 
 
-def main(part: str, job_file: str) -> None:
+def main(parts: str, job_file: str) -> None:
+    """Run the parts (comma-separated) in order; the main process writes `<part>.json` after each.
+    A part that fails raises on its process, and torch.distributed.run ends the launch."""
     job = json.loads(Path(job_file).read_text())
-    try:
-        result = PARTS[part](job)
-    except BaseException:
-        import traceback
+    for part in parts.split(","):
+        try:
+            result = PARTS[part](job)
+        except BaseException:
+            import traceback
 
-        (Path(job["folder"]) / f"{part}-rank{rank_info()[0]}.error").write_text(traceback.format_exc())
-        raise
-    if result is not None:  # the main process
-        out = Path(job["folder"]) / f"{part}.json"
-        out.with_suffix(".tmp").write_text(json.dumps(result))
-        out.with_suffix(".tmp").replace(out)
+            (Path(job["folder"]) / f"{part}-rank{rank_info()[0]}.error").write_text(traceback.format_exc())
+            raise
+        if result is not None:  # the main process
+            out = Path(job["folder"]) / f"{part}.json"
+            out.with_suffix(".tmp").write_text(json.dumps(result))
+            out.with_suffix(".tmp").replace(out)
+        gc.collect()  # the part's models go before the next part's arrive
+        if job["cuda"]:
+            torch.cuda.empty_cache()
