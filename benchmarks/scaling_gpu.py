@@ -1,8 +1,8 @@
 """Benchmark: the scaling curve over GPUs (1, 2, 4, 8: those present) of DPO, PER scoring and sampling.
 
 For each process count N the script launches `torch.distributed.run --standalone
---nproc_per_node N` once per part (benchmarks/scaling_parts.py: one process per GPU, each on its
-own shard) and records:
+--nproc_per_node N` (benchmarks/scaling_parts.py: one process per GPU, each on its own shard;
+the parts run one after another in that launch) and records:
   dpo         tokens/s of DPO on the LeVo-shaped policy (`--size levo`: about 2 B parameters, as
               benchmarks/dpo_gpu.py; `small` or `test` for speed), DDP or FSDP (`--sharding`),
               `--batch` pairs per GPU and micro-batch (weak scaling: the pairs per step grow with N);
