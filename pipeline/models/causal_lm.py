@@ -78,15 +78,26 @@ def cache_keyword(model) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+def static_cache(model, rows: int, length: int):
+    """A preallocated KV cache of `length` positions (no copy of the whole cache at every step,
+    as a growing one makes); older transformers want the batch size, device and dtype up front."""
+    from transformers import StaticCache
+
+    try:
+        return StaticCache(config=model.config, max_cache_len=length)
+    except TypeError:
+        return StaticCache(config=model.config, max_batch_size=rows, max_cache_len=length, device=model.device,
+                           dtype=model.dtype)  # fmt: skip
+
+
 @torch.no_grad()
 def sample_interleaved(model, prompt_ids: list[int], seeds: list[int], songs: InterleavedSongs, params: SamplingParams,
                        max_frames: int, min_frames: int = 1, on_step: Callable[[int], None] | None = None) -> list[dict]:  # fmt: skip
-    """One song (its streams' codec tokens) per seed, all from `prompt_ids`, as one batch."""
-    from transformers import StaticCache
-
+    """One song (its streams' codec tokens) per seed, all from `prompt_ids`, as one batch.
+    `on_step(step)` is called after each token is drawn (benchmarks time the steps with it)."""
     device, n, width = model.device, len(seeds), len(songs.streams)
     gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
-    cache = StaticCache(config=model.config, max_cache_len=len(prompt_ids) + max_frames * width + 1)
+    cache = static_cache(model, n, len(prompt_ids) + max_frames * width + 1)
     key = cache_keyword(model)
     audio = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
     audio[list(songs.code_ids)] = True
