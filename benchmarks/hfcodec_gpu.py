@@ -19,7 +19,7 @@ Measured:
 Needs only torch and transformers (the repository's own sampler is imported from this checkout).
 
     python benchmarks/hfcodec_gpu.py                # GPU: writes benchmarks/results/hfcodec_gpu.json
-    python benchmarks/hfcodec_gpu.py --tiny         # the same path on a CPU in seconds
+    python benchmarks/hfcodec_gpu.py --tiny         # the same path on a CPU in seconds (result in /tmp)
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import gc
 import json
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -164,14 +165,14 @@ def main() -> None:
     parser.add_argument("--steps1", type=int, default=512, help="Decode steps timed at batch 1.")
     parser.add_argument("--steps", type=int, default=24, help="Decode steps timed per batch size in the sweep.")
     parser.add_argument("--max-batch", type=int, default=1024, help="Largest batch the sweep tries.")
-    parser.add_argument("--out", type=Path, help="Result JSON (default: benchmarks/results/hfcodec_gpu[_tiny].json).")
+    parser.add_argument("--out", type=Path, help="Result JSON (default: benchmarks/results/hfcodec_gpu.json; --tiny: $TMPDIR).")
     args = parser.parse_args()
     device = "cpu" if args.tiny else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("no CUDA device: run with --tiny for the CPU smoke test")
     shape, song, dtype = (TINY, TINY_SONG, torch.float32) if args.tiny else (YUE_S1, YUE, torch.bfloat16)
     steps1, steps, max_batch = (32, 8, 8) if args.tiny else (args.steps1, args.steps, args.max_batch)
-    out = args.out or RESULTS / ("hfcodec_gpu_tiny.json" if args.tiny else "hfcodec_gpu.json")
+    out = args.out or (Path(tempfile.gettempdir()) / "hfcodec_gpu_tiny.json" if args.tiny else RESULTS / "hfcodec_gpu.json")
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     started = time.perf_counter()
 
