@@ -1,20 +1,17 @@
 """The `hf-codec` backend on tiny random models built offline (tests/hfcodec_fixtures.py): sampling
-with recorded seeds, its text forms, and a whole round lyrics -> sweep on it."""
+with recorded seeds, its text forms, and a whole round lyrics -> sweep on it (transcribed by a
+random Whisper, ranked by a stand-in campaign export)."""
 
 import json
-import os
-import sys
 import tomllib
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from hfcodec_fixtures import build
+from hfcodec_fixtures import build, write_rankings
 
 REPO = Path(__file__).resolve().parents[1]
 CONDITION = {"condition_id": "c-1", "lyric": "[verse] the light is low. we walk the road ; [chorus] sing it out",
@@ -24,27 +21,6 @@ CONDITION = {"condition_id": "c-1", "lyric": "[verse] the light is low. we walk 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     return build(tmp_path_factory.mktemp("hfcodec"))
-
-
-@pytest.fixture(scope="module")
-def whisper_checkpoint(tmp_path_factory) -> Path:
-    """A random Whisper: its transcripts of random songs differ, so lyrics pairs exist (pocketsphinx hears
-    nothing in them: every PER would be 100)."""
-    from dataclasses import asdict
-
-    from whisper.model import ModelDimensions, Whisper
-
-    torch.manual_seed(0)
-    dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=32, n_audio_head=2, n_audio_layer=1,
-                           n_vocab=51865, n_text_ctx=448, n_text_state=32, n_text_head=2, n_text_layer=1)
-    model = Whisper(dims)
-    torch.nn.init.normal_(model.decoder.positional_embedding, std=1.0)  # torch.empty in whisper
-    torch.nn.init.normal_(model.decoder.token_embedding.weight, std=0.02)
-    with torch.no_grad():  # the audio's weight in the decoder: else every song gets the same words
-        model.encoder.ln_post.weight.mul_(3000.0)
-    path = tmp_path_factory.mktemp("whisper") / "tiny-random.pt"
-    torch.save({"dims": asdict(dims), "model_state_dict": model.state_dict()}, path)
-    return path
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +36,7 @@ def registered(tmp_path_factory, monkeypatch):
 
 
 def options(models, **extra) -> dict:
-    lm, codec = models
+    lm, codec, _ = models
     return {"checkpoint": str(lm), "codec": str(codec), "codebook_size": 64, "max_frames": 24, "batch_size": 2, **extra}
 
 
@@ -93,29 +69,7 @@ def test_songs_follow_their_seeds_and_read_back_as_the_ids_they_were_sampled_as(
         policy.completion_text({"vocals": [64], "accompaniment": [0]})
 
 
-def _rankings(root: Path, path: Path) -> None:
-    """Three annotators rank each prompt's candidates by loudness (with their own small noise): a
-    stand-in for an annotation campaign's export, in the rankings schema."""
-    import soundfile
-
-    from reward_model.rankings import RANKINGS_SCHEMA
-
-    cands = pd.concat([pd.read_parquet(p) for p in sorted((root / "candidates").glob("shard-*.parquet"))])
-    loud = {r.candidate_id: float(np.sqrt((soundfile.read(root / r.mix_uri)[0] ** 2).mean())) for r in cands.itertuples()}
-    rng, rows = np.random.default_rng(0), []
-    for prompt, group in cands.groupby("condition_id"):
-        for annotator in range(3):
-            utility = {c: loud[c] + rng.normal(0, 1e-4) for c in group["candidate_id"]}
-            ordered = sorted(utility, key=utility.get, reverse=True)
-            rows.append({"annotator_id": f"a{annotator}", "task_id": f"{prompt}/t0", "prompt_id": prompt,
-                         "candidate_ids": ordered, "ranks": list(range(1, len(ordered) + 1)), "tied": False,
-                         "is_gold": False, "gold_answer": None, "duration_s": 20.0, "simulated": False, "excluded": False})  # fmt: skip
-    import pyarrow.parquet as pq
-
-    pq.write_table(pa.Table.from_pylist(rows, schema=RANKINGS_SCHEMA), path)
-
-
-def test_a_whole_round_runs_on_hf_codec(models, whisper_checkpoint, tmp_path):
+def test_a_whole_round_runs_on_hf_codec(models, tmp_path):
     from flows.stages import run_stage_locally, stages_until
     from pipeline.config import RoundConfig
     from pipeline.manifest import open_round
@@ -128,7 +82,7 @@ def test_a_whole_round_runs_on_hf_codec(models, whisper_checkpoint, tmp_path):
         "model": {"backend": "hf-codec", "options": options(models, batch_size=4, max_frames=60, min_frames=50)},
         "sampling": {"num_candidates": 4},
         "scoring": {"similarity": {"backend": "attributes", "min_seconds": 0.9},  # songs of 1 to 1.2 s
-                    "transcriber": {"backend": "whisper", "checkpoint": str(whisper_checkpoint), "device": "cpu", "max_tokens": 24}},
+                    "transcriber": {"backend": "whisper", "checkpoint": str(models[2]), "device": "cpu", "max_tokens": 24}},
         "reward_model": {"rankings": str(rankings)},
         "pairs": {"lyrics": {"per_gap": 0.0}, "prompt": {"thresholds": "quantile", "upper": 0.5, "lower": 0.5, "min_gap": 0.0},
                   "musicality": {"reward_margin": 0.0}, "selection": {"test_fraction": 0.25}},
@@ -139,7 +93,7 @@ def test_a_whole_round_runs_on_hf_codec(models, whisper_checkpoint, tmp_path):
     open_round(store, config)
     for part in stages_until(None):
         if part == "reward_model":
-            _rankings(root, rankings)
+            write_rankings(root, rankings)
         record = run_stage_locally(part, config, store)
         assert record["status"] == "done", (part, record.get("errors"))
 
@@ -163,3 +117,34 @@ def test_a_whole_round_runs_on_hf_codec(models, whisper_checkpoint, tmp_path):
     results = pd.read_parquet(root / "sweep/results.parquet")
     assert {"base", "dni"} <= set(results["point"]) and len(results) >= len(alphas) + 2
     assert stages["ablation"]["metrics"]["status"] == "skipped"
+
+
+def test_lora_dpo_on_the_lm_saves_an_adapter_the_backend_samples_from(models, tmp_path):
+    from datasets import Dataset
+
+    from alignment.dpo.options import DpoOptions, LoraOptions
+    from alignment.dpo.trainer import train_dpo
+    from pipeline.models.base import CandidateRequest, SamplingParams
+    from pipeline.models.registry import load_song_model, trainable_policy
+
+    policy = trainable_policy("hf-codec", options(models))
+    model, tokenizer = policy.load()
+    songs = policy.sample_streams(model, CONDITION, [1, 2, 3, 4], SamplingParams())
+    rows = [{"prompt": policy.prompt_text(CONDITION), "chosen": policy.completion_text(songs[i]),
+             "rejected": policy.completion_text(songs[i + 2])} for i in range(2)]  # fmt: skip
+    run = DpoOptions(max_steps=2, batch_size=2, save_steps=2, learning_rate=1e-2, lora=LoraOptions(r=4, alpha=8))
+    trained, _ = train_dpo(model, tokenizer, Dataset.from_list(rows), run, tmp_path / "run", seed=0)
+    policy.save(trained, tokenizer, tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+    merged, _ = policy.load(tmp_path / "adapter")  # the adapter on its base, merged
+    base = load_file(models[0] / "model.safetensors")
+    assert any(not torch.equal(merged.state_dict()[k], base[k]) for k in base)
+    def margin(lm):  # log-likelihood of the first pair's chosen song over its rejected one
+        chosen, rejected = (sum(policy.stream_logprobs(lm, [CONDITION], [songs[i]]).values()) for i in (0, 2))
+        return float(chosen - rejected)
+
+    assert margin(merged) > margin(load_song_model("hf-codec", options(models)).lm)
+    adapted = load_song_model("hf-codec", options(models, checkpoint=str(tmp_path / "adapter")))
+    result = adapted.sample([CandidateRequest("c-1-0", CONDITION, 1)], SamplingParams(), tmp_path / "songs")[0]
+    assert result.error is None and json.loads(result.tokens.read_text())["vocals"]

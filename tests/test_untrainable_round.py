@@ -8,14 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from hfcodec_fixtures import write_rankings
 from pipeline.models.registry import NotTrainable, is_trainable, trainable_policy
-from reward_model.rankings import RANKINGS_SCHEMA
 
 REPO = Path(__file__).resolve().parents[1]
 STANDIN = REPO / "tests" / "levo_standin"
@@ -25,16 +22,6 @@ def test_levo_is_not_trainable_and_says_so_by_name():
     assert is_trainable("tiny") and not is_trainable("levo")
     with pytest.raises(NotTrainable, match="model.backend 'levo' is not trainable here"):
         trainable_policy("levo", {"repo_dir": str(STANDIN), "checkpoint_dir": str(STANDIN)})
-
-
-def _rankings(root: Path, path: Path) -> None:
-    """Two annotators rank each prompt's candidates alike (by id): a stand-in for a campaign's export."""
-    cands = pd.concat([pd.read_parquet(p) for p in sorted((root / "candidates").glob("shard-*.parquet"))])
-    rows = [{"annotator_id": f"a{a}", "task_id": f"{prompt}/t0", "prompt_id": prompt, "candidate_ids": sorted(group),
-             "ranks": list(range(1, len(group) + 1)), "tied": False, "is_gold": False, "gold_answer": None,
-             "duration_s": 20.0, "simulated": False, "excluded": False}
-            for prompt, group in cands.groupby("condition_id")["candidate_id"] for a in range(2)]  # fmt: skip
-    pq.write_table(pa.Table.from_pylist(rows, schema=RANKINGS_SCHEMA), path)
 
 
 def test_a_levo_round_stops_before_pairs_with_a_one_line_reason(tmp_path):
@@ -68,7 +55,7 @@ def test_a_levo_round_stops_before_pairs_with_a_one_line_reason(tmp_path):
     open_round(store, cfg)
     for part in parts:
         if part == "reward_model":
-            _rankings(root, rankings)
+            write_rankings(root, rankings, annotators=2)
         assert run_stage_locally(part, cfg, store)["status"] == "done", part
 
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}

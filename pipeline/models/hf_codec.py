@@ -133,9 +133,9 @@ class HfCodecSongModel:
         import torch
 
         self.options = options
-        for key in ("checkpoint", "codec"):
-            if not (Path(getattr(options, key)) / "config.json").is_file():
-                raise HfCodecError(f"model.options.{key}: {getattr(options, key)} is not a model folder (no config.json)")
+        for key, names in (("checkpoint", ("config.json", "adapter_config.json")), ("codec", ("config.json",))):
+            if not any((Path(getattr(options, key)) / name).is_file() for name in names):
+                raise HfCodecError(f"model.options.{key}: {getattr(options, key)} is not a model folder (no {' or '.join(names)})")
         self.policy = HfCodecPolicy(options)
         self.device = "cuda" if options.device == "cuda" or (options.device == "auto" and torch.cuda.is_available()) else "cpu"
         self.codec = _codec(str(Path(options.codec).resolve()), _stamp(options.codec))
