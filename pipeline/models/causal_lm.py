@@ -8,14 +8,16 @@ its own vocabulary (YuE's stage 1: vocals and accompaniment codec tokens alterna
 - `sample_interleaved`: a batch of rows from one prompt, with a static KV cache, each row
   drawing from its own seeded generator (a song depends on its seed, not on its batch), only
   audio tokens allowed and the end token only at a frame boundary.
-- `CausalLMPolicy`: load/save (full weights or a PEFT LoRA adapter), teacher-forced per-stream
-  log-probs, sampling. TRL's DPOTrainer trains the model as it is.
+- `CausalLMPolicy`: load/save (full weights or a PEFT LoRA adapter), a digest of the weights,
+  teacher-forced per-stream log-probs, sampling. TRL's DPOTrainer trains the model as it is; a
+  backend adds its prompt text and its layout (`songs`).
 
 Only torch and transformers are imported (benchmarks/hfcodec_gpu.py runs on that alone).
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import shutil
 from dataclasses import dataclass
@@ -24,9 +26,11 @@ from typing import Callable
 
 import torch
 
+from pipeline.digest import WEIGHT_SUFFIXES, model_dir_digest
 from pipeline.models.base import SamplingParams
 
 END = "end"  # the log-prob key of the end-of-audio token: the song's length, no stream's
+FULL_HASH_BYTES = 2 * 10**9  # weights above this are identified by names, sizes and config, not hashed
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,23 @@ class InterleavedSongs:
     def position_streams(self, length: int) -> list[str]:
         """The stream of each completion position (`length` includes the end token)."""
         return [self.streams[i % len(self.streams)] for i in range(length - 1)] + [END]
+
+
+def weights_digest(folder: Path) -> str:
+    """sha256 over the weight files (names and bytes) when they are small, else names, sizes and config."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+    if not files:
+        raise ValueError(f"{folder}: no weight files (*.safetensors)")
+    if sum(p.stat().st_size for p in files) > FULL_HASH_BYTES:
+        return model_dir_digest(folder)
+    h = hashlib.sha256()
+    for path in files:
+        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 24):
+                h.update(block)
+    return h.hexdigest()
 
 
 def _draw(logits: torch.Tensor, gens: list[torch.Generator], params: SamplingParams, active: list[bool]) -> torch.Tensor:
@@ -145,6 +166,9 @@ class CausalLMPolicy:
 
             self._tokenizer = AutoTokenizer.from_pretrained(self.checkpoint)
         return self._tokenizer
+
+    def digest(self) -> str:
+        return weights_digest(self.checkpoint)
 
     def prompt_text(self, condition: dict) -> str:
         raise NotImplementedError

@@ -17,7 +17,6 @@ as XcodecModel) into vocals.flac and accompaniment.flac; mix.flac is their sum. 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -27,14 +26,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipeline.digest import WEIGHT_SUFFIXES, model_dir_digest
 from pipeline.models.base import CandidateRequest, CandidateResult, SamplingParams
-from pipeline.models.causal_lm import CausalLMPolicy, InterleavedSongs, sample_interleaved
+from pipeline.models.causal_lm import CausalLMPolicy, InterleavedSongs, sample_interleaved, weights_digest
 
 STREAMS = ("vocals", "accompaniment")
 TOKENS_FILE = "tokens.json"
 INSTRUCTION = "Generate music from the given lyrics segment by segment."
-FULL_HASH_BYTES = 2 * 10**9  # weights above this are identified by names, sizes and config, not hashed
 
 
 class HfCodecOptions(BaseModel):
@@ -67,32 +64,12 @@ class HfCodecError(RuntimeError):
     pass
 
 
-def weights_digest(folder: Path) -> str:
-    """sha256 over the weight files (names and bytes) when they are small, else names, sizes and config."""
-    folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
-    if not files:
-        raise HfCodecError(f"{folder}: no weight files (*.safetensors)")
-    if sum(p.stat().st_size for p in files) > FULL_HASH_BYTES:
-        return model_dir_digest(folder)
-    h = hashlib.sha256()
-    for path in files:
-        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        with open(path, "rb") as handle:
-            while block := handle.read(1 << 24):
-                h.update(block)
-    return h.hexdigest()
-
-
 class HfCodecPolicy(CausalLMPolicy):
     """The TrainablePolicy of `hf-codec`: its LM, YuE's prompt, vocals and accompaniment interleaved."""
 
     def __init__(self, options: HfCodecOptions):
         super().__init__(options.checkpoint, options.max_frames, options.min_frames)
         self.options = options
-
-    def digest(self) -> str:
-        return weights_digest(self.checkpoint)
 
     def prompt_text(self, condition: dict) -> str:
         from pipeline.lyrics.format import to_yue
