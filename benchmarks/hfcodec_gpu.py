@@ -11,7 +11,8 @@ Measured:
 - copy bandwidth: a device-to-device copy of a 2 GiB buffer (bytes read + written per second);
 - batch 1: tokens/s of one song over `--steps1` decode steps (prefill excluded), against the
   memory-bandwidth bound: the weight bytes read per step (every weight but the input embedding,
-  of which one row is read) over the copy bandwidth;
+  of which one row is read) over the copy bandwidth; beside it the LM's forward alone per step
+  (the sampler's masking, drawing and host copy excluded);
 - batch sweep: batch sizes doubling until the GPU runs out of memory, then halved towards the
   largest that fits; total tokens/s of each over `--steps` decode steps; the largest that fits
   is the batch that fills memory.
@@ -121,6 +122,25 @@ def timed_run(model, song: dict, batch: int, steps: int, device: str) -> dict:
             "max_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None}  # fmt: skip
 
 
+@torch.no_grad()
+def forward_only(model, song: dict, steps: int, device: str) -> float:
+    """Milliseconds per decode step of the LM's forward alone at batch 1 (same cache, no sampling):
+    what the sampler's own work (masking, drawing, the host copy of each token) adds shows beside it."""
+    from pipeline.models.causal_lm import cache_keyword, static_cache
+
+    cache = static_cache(model, 1, song["prompt"] + song["song_tokens"] + 1)
+    key = cache_keyword(model)
+    tokens = torch.randint(3, song["code_offset"], (1, song["prompt"]), device=device)
+    model(input_ids=tokens, use_cache=True, logits_to_keep=1, **{key: cache})
+    token = torch.full((1, 1), song["code_offset"], device=device)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        model(input_ids=token, use_cache=True, logits_to_keep=1, **{key: cache})
+    sync(device)
+    return 1000 * (time.perf_counter() - start) / steps
+
+
 def try_batch(model, song, batch, steps, device) -> dict | None:
     """The run, or None when the batch does not fit in memory (its cache is freed before returning)."""
     if device == "cuda":
@@ -184,8 +204,10 @@ def main() -> None:
     try_batch(model, song, 1, 4, device)  # warm-up: kernels, allocator
     one = timed_run(model, song, 1, steps1, device)
     bound_ms = 1000 * per_step / bandwidth
+    forward_ms = forward_only(model, song, steps1, device)
     one |= {"bound_step_ms": round(bound_ms, 3), "bound_tokens_per_s": round(1000 / bound_ms, 2),
-            "fraction_of_bound": round(bound_ms / one["step_ms"], 3)}  # fmt: skip
+            "fraction_of_bound": round(bound_ms / one["step_ms"], 3), "forward_only_step_ms": round(forward_ms, 3),
+            "forward_only_fraction_of_bound": round(bound_ms / forward_ms, 3)}  # fmt: skip
     log(f"batch 1: {one}")
     runs, fills = batch_sweep(model, song, steps, device, max_batch, log)
     best = next((r for r in runs if r["batch"] == fills), None)
