@@ -67,6 +67,9 @@ def test_songs_follow_their_seeds_and_read_back_as_the_ids_they_were_sampled_as(
     assert set(parts) == {"vocals", "accompaniment", "end"} and all(float(v[0]) < 0 for v in parts.values())
     with pytest.raises(ValueError, match="outside the codebook"):
         policy.completion_text({"vocals": [64], "accompaniment": [0]})
+    renamed = trainable_policy("hf-codec", options(models, code_token="<a_{}>"))
+    with pytest.raises(RuntimeError, match="has no token '<a_0>'.*code_token"):
+        renamed.completion_text(songs[0])
 
 
 def test_a_whole_round_runs_on_hf_codec(models, tmp_path):

@@ -115,7 +115,7 @@ class HfCodecSongModel:
                 raise HfCodecError(f"model.options.{key}: {getattr(options, key)} is not a model folder (no {' or '.join(names)})")
         self.policy = HfCodecPolicy(options)
         self.device = "cuda" if options.device == "cuda" or (options.device == "auto" and torch.cuda.is_available()) else "cpu"
-        self.codec = _codec(str(Path(options.codec).resolve()), _stamp(options.codec))
+        self.codec = _codec(str(Path(options.codec).resolve()), _stamp(options.codec)).to(self.device)
         if self.codec.config.codebook_size < options.codebook_size:
             raise HfCodecError(f"model.options.codebook_size {options.codebook_size} exceeds the codec's codebook "
                                f"({self.codec.config.codebook_size})")  # fmt: skip
@@ -172,8 +172,8 @@ class HfCodecSongModel:
         import torch
 
         with torch.no_grad():
-            audio = self.codec.decode(torch.tensor([[codes]], dtype=torch.long)).audio_values
-        return audio[0, 0].float().numpy()
+            audio = self.codec.decode(torch.tensor([[codes]], dtype=torch.long, device=self.device)).audio_values
+        return audio[0, 0].float().cpu().numpy()
 
     def _render(self, cid: str, song: dict, out_dir: Path) -> CandidateResult:
         import numpy as np
