@@ -28,6 +28,7 @@ def test_a_levo_round_stops_before_pairs_with_a_one_line_reason(tmp_path):
     """The stages run in this process first (runnable_parts cuts the round where the flow does);
     then `songpref round run` finds them finished, reruns them in-process (no Prefect server)
     and stops with the reason."""
+    from flows.plan import plan_round
     from flows.stages import run_stage_locally, runnable_parts, stages_until
     from pipeline.config import load_config
     from pipeline.manifest import open_round
@@ -52,6 +53,9 @@ def test_a_levo_round_stops_before_pairs_with_a_one_line_reason(tmp_path):
     cfg, store = load_config(path), RoundStore(str(root))
     parts, stop = runnable_parts(stages_until(None), cfg)
     assert parts[-1] == "scores/reward" and stop["before"] == "pairs"
+    planned = {p.part: p for p in plan_round(cfg)}  # `songpref round plan` says so before anything runs
+    assert planned["scores/reward"].shards == 1 and planned["sweep"].shards == 0
+    assert "model.backend 'levo' is not trainable" in planned["pairs"].builds
     open_round(store, cfg)
     for part in parts:
         if part == "reward_model":
