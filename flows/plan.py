@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from flows.stages import stages_until
+from flows.stages import runnable_parts, stages_until
 from pipeline.config import RoundConfig
 from pipeline.preferences import JOINT, preferences, strategy_names
 
@@ -58,6 +58,7 @@ def plan_round(config: RoundConfig, manifest: dict | None = None, until: str | N
         "ablation": (1, _ablation_text(config)),
     }  # fmt: skip
     stages = (manifest or {}).get("stages", {})
+    runnable, stop = runnable_parts(stages_until(until), config)
     planned = []
     for part in stages_until(until):
         stage, _, sub = part.partition("/")
@@ -67,6 +68,8 @@ def plan_round(config: RoundConfig, manifest: dict | None = None, until: str | N
             shards, builds = 1, f"DPO on pairs/{sub}" + ("" if sub in trained else " (skipped: not in dpo.strategies)")
         else:
             shards, builds = per_stage[part]
+        if part not in runnable:
+            shards, builds = 0, f"not run: model.backend {stop['backend']!r} is not trainable (the round stops before {stop['before']})"
         record = stages.get(part)
         recorded = f"{record['status']}, {len(record.get('outputs') or {})} shards" if record else "not run"
         planned.append(PlannedPart(part, shards, builds, recorded))

@@ -26,7 +26,7 @@ from alignment.policy import kl_estimate, load_policy, policy_folder
 from pipeline.conditions import round_conditions
 from pipeline.digest import derive_seed, model_dir_digest
 from pipeline.manifest import read_manifest
-from pipeline.models.tiny.song_model import checkpoint_digest
+from pipeline.models.registry import trainable_policy
 from pipeline.pairs.dataset import dataset_files
 from pipeline.preferences import JOINT, preferences
 from pipeline.stages.base import ShardSpec, Stage
@@ -64,7 +64,8 @@ class DpoStage(Stage):
         inputs = {"pairs": {s: self.store.file_digest(p) for s, p in files.items()},
                   "pairs_status": (info or {}).get("status", "missing")}  # fmt: skip
         folder = policy_folder(self.config.model.backend, self.config.model.options, options.policy)
-        inputs["policy"] = model_dir_digest(folder) if options.policy else checkpoint_digest(folder)
+        inputs["policy"] = (model_dir_digest(folder) if options.policy
+                            else trainable_policy(self.config.model.backend, self.config.model.options).digest())  # fmt: skip
         run = options.for_strategy(self.strategy).model_dump(mode="json")
         params = {"run": run, "enabled": options.trains(self.strategy), "kl_samples": options.kl_samples,
                   "seed": derive_seed(self.config.seed, "dpo", self.strategy) % 2**32}  # fmt: skip
@@ -148,7 +149,8 @@ class DpoStage(Stage):
     def _kl(self, trained, options: DpoStageOptions, data, seed: int) -> dict:
         if options.policy is not None or options.kl_samples == 0:
             return {"kl": None, "kl_stderr": None, "samples": 0}
-        model, _, _ = load_policy(self.config.model.backend, self.config.model.options, None)
+        own = trainable_policy(self.config.model.backend, self.config.model.options)
+        model, _ = own.load()
         held_out = data.get("test") or data["train"]
         conditions = round_conditions(self.store)
         prompts = sorted(set(held_out["prompt_id"]))
@@ -157,14 +159,17 @@ class DpoStage(Stage):
         policy.eval()
         return kl_estimate(policy, model.eval(), [conditions[p] for p in picks],
                            [derive_seed(seed, "kl", i) for i in range(len(picks))],
-                           temperature=self.config.sampling.temperature)  # fmt: skip
+                           temperature=self.config.sampling.temperature, trainable=own)  # fmt: skip
 
     def _save(self, trained, tokenizer) -> None:
         """Into a scratch folder, then renamed over the old model: never half a model on disk."""
         final = Path(self.store.path(self.folder, "model"))
         scratch = final.with_name(".partial-model")
         shutil.rmtree(scratch, ignore_errors=True)
-        trained.save_pretrained(scratch)
-        tokenizer.save_pretrained(scratch)
+        if self.config.dpo.policy is None:
+            trainable_policy(self.config.model.backend, self.config.model.options).save(trained, tokenizer, scratch)
+        else:
+            trained.save_pretrained(scratch)
+            tokenizer.save_pretrained(scratch)
         shutil.rmtree(final, ignore_errors=True)
         scratch.rename(final)
