@@ -98,6 +98,13 @@ def _publish_sweep(store: RoundStore) -> None:
                                   description=f"sweep/{name}.png")  # fmt: skip
 
 
+def _rerun_markdown(records: dict) -> str:
+    lines = ["# rerun: every shard was built", "", "| stage | rows | build seconds | rerun seconds | shards skipped |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {r['rows']} | {r['seconds']} | {r.get('rerun', {}).get('seconds', '')} | {r.get('rerun', {}).get('shards_skipped', '')} |"
+              for name, r in records.items()]  # fmt: skip
+    return "\n".join(lines)
+
+
 def _summary_markdown(stage_name: str, record: dict) -> str:
     lines = [f"# {stage_name}: {record['status']}", "", "| metric | value |", "|---|---|"]
     lines += [f"| rows | {record['rows']} |", f"| seconds | {record['seconds']} |"]
@@ -107,13 +114,20 @@ def _summary_markdown(stage_name: str, record: dict) -> str:
 
 @flow(name="alignment-round")
 def alignment_round(round_url: str, config: dict, stages: list[str] | None = None) -> dict:
-    """Run `stages` in order (default: every stage); returns each stage's manifest record."""
-    store = RoundStore(round_url)
-    open_round(store, RoundConfig.model_validate(config))
-    orchestration = RoundConfig.model_validate(config).orchestration
+    """Run `stages` in order (default: every stage); returns each stage's manifest record.
+    A round whose every stage is done with every shard on disk is recorded in this one run
+    (no stage subflows, no shard tasks) with one summary artifact."""
+    store, round_config = RoundStore(round_url), RoundConfig.model_validate(config)
+    stages = stages or stages_until(None)
+    cached = run_if_cached(stages, round_config, store, _report)
+    if cached is not None:
+        create_markdown_artifact(key="round-rerun", markdown=_rerun_markdown(cached), description="a rerun that found every shard built")
+        return cached
+    open_round(store, round_config)
+    orchestration = round_config.orchestration
     records = {}
     with ray_session(orchestration):
-        for name in stages or stages_until(None):
+        for name in stages:
             records[name] = stage_flow.with_options(task_runner=task_runner(orchestration, name))(round_url, config, name)
     return records
 

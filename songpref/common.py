@@ -53,18 +53,34 @@ def round_config(round_dir: str, overrides: list[str] | None = None):
 
 def run_stages(out: str, cfg, stages: list[str]) -> None:
     """Run stages (or parts) of a round through the flow, with progress and the status table after."""
-    from flows.round import run_round
     from songpref.progress import RoundProgress
 
     with RoundProgress(console) as progress:
         try:
-            records = run_round(out, cfg, stages, reporter=progress.report)
+            records = _rerun_in_process(out, cfg, stages, progress.report)
+            if records is None:
+                from flows.round import run_round
+
+                records = run_round(out, cfg, stages, reporter=progress.report)
         except Exception as exc:
             console.print(f"[red]round failed:[/red] {exc}")
             print_status(out)
             raise typer.Exit(1) from None
     print_status(out)
     console.print(f"[green]done[/green]: {', '.join(records)} in {out}")
+
+
+def _rerun_in_process(out: str, cfg, stages: list[str], report):
+    """A finished round's rerun, recorded without Prefect when no server may be configured
+    (importing Prefect alone costs seconds); None when there is work, or a server to tell."""
+    from flows.api_probe import may_have_api_url
+
+    if may_have_api_url():
+        return None
+    from flows.stages import run_if_cached
+    from pipeline.store import RoundStore
+
+    return run_if_cached(stages, cfg, RoundStore(out), report)
 
 
 def print_status(round_dir: str) -> None:
