@@ -44,10 +44,11 @@ def _report(event: str, stage: str, payload: object) -> None:
 # Retries and parallelism come from the config's `orchestration` section (`with_options` per stage).
 @task(cache_policy=NO_CACHE, task_run_name="{stage_name}-shard-{spec.index}")
 def build_shard(round_url: str, config: dict, stage_name: str, spec: ShardSpec, gpu_limit: str | None = None) -> ShardResult:
-    stage = make_stage(stage_name, RoundConfig.model_validate(config), RoundStore(round_url))
+    round_config = RoundConfig.model_validate(config)
+    stage = make_stage(stage_name, round_config, RoundStore(round_url))
     if stage.store.exists(spec.filename):  # finished work holds no GPU slot
         return stage.run_shard(spec)
-    with holding_slot(gpu_limit):
+    with holding_slot(gpu_limit, round_config.orchestration.gpu.lease_seconds):
         return stage.run_shard(spec)
 
 
