@@ -52,7 +52,7 @@ def holding_slot(name: str | None, lease_seconds: float = DEFAULT_LEASE_SECONDS)
     with get_client(sync_client=True) as client:
         lease_id = _acquire(client, name, lease_seconds)
         record = _records_folder(name) / f"{os.getpid()}-{uuid.uuid4().hex[:12]}.json"
-        _write_record(record, {"pid": os.getpid(), "started": _process_start(os.getpid()), "lease_id": lease_id, "server": _server()})
+        _write_record(record, {"pid": os.getpid(), "started": process_start(os.getpid()), "lease_id": lease_id, "server": _server()})
         stop = threading.Event()
         renewer = threading.Thread(target=_renew, args=(name, lease_id, lease_seconds, stop), daemon=True, name=f"lease-{name}")
         renewer.start()
@@ -73,7 +73,7 @@ def release_dead_holders(name: str, client) -> int:
             holder = json.loads(record.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue  # being written, or already taken away by another round
-        if holder.get("server") != _server() or _alive(holder["pid"], holder.get("started")):
+        if holder.get("server") != _server() or process_alive(holder["pid"], holder.get("started")):
             continue
         try:
             record.unlink()  # whoever removes the record gives the slot back, once
@@ -124,7 +124,7 @@ def _write_record(path: Path, record: dict) -> None:
     tmp.replace(path)
 
 
-def _process_start(pid: int) -> str | None:
+def process_start(pid: int) -> str | None:
     """The process's start time in clock ticks since boot (Linux), so a reused pid is not taken for it."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
@@ -132,11 +132,11 @@ def _process_start(pid: int) -> str | None:
         return None
 
 
-def _alive(pid: int, started: str | None) -> bool:
+def process_alive(pid: int, started: str | None) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return started is None or _process_start(pid) in (None, started)
+    return started is None or process_start(pid) in (None, started)

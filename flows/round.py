@@ -12,14 +12,17 @@ import os
 import re
 from collections.abc import Callable
 
-from prefect import flow, task, unmapped
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
+from prefect.runtime import flow_run as current_flow_run
 from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 import data_cards
 from flows.limits import ensure_limit, holding_slot
+from flows.progress import ShardProgress
+from flows.run_record import record_flow_run
 from flows.runners import ray_remote_options, ray_session, task_runner
 from flows.stages import make_stage, run_if_cached, stages_until
 from pipeline.config import RoundConfig
@@ -46,6 +49,7 @@ def _report(event: str, stage: str, payload: object) -> None:
 def build_shard(round_url: str, config: dict, stage_name: str, spec: ShardSpec, gpu_limit: str | None = None) -> ShardResult:
     round_config = RoundConfig.model_validate(config)
     stage = make_stage(stage_name, round_config, RoundStore(round_url))
+    stage.item_progress = ShardProgress(stage_name, _report)
     if stage.store.exists(spec.filename):  # finished work holds no GPU slot
         return stage.run_shard(spec)
     with holding_slot(gpu_limit, round_config.orchestration.gpu.lease_seconds):
@@ -121,10 +125,14 @@ def alignment_round(round_url: str, config: dict, stages: list[str] | None = Non
     store, round_config = RoundStore(round_url), RoundConfig.model_validate(config)
     stages = stages or stages_until(None)
     cached = run_if_cached(stages, round_config, store, _report)
+    if cached is None:
+        open_round(store, round_config)
+    crashed = record_flow_run(store, str(current_flow_run.id))
+    if crashed:
+        get_run_logger().warning("the round's earlier flow run %s had lost its process: marked Crashed", crashed)
     if cached is not None:
         create_markdown_artifact(key="round-rerun", markdown=_rerun_markdown(cached), description="a rerun that found every shard built")
         return cached
-    open_round(store, round_config)
     orchestration = round_config.orchestration
     records = {}
     with ray_session(orchestration):

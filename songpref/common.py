@@ -83,7 +83,7 @@ def _rerun_in_process(out: str, cfg, stages: list[str], report):
     return run_if_cached(stages, cfg, RoundStore(out), report)
 
 
-def print_status(round_dir: str) -> None:
+def print_status(round_dir: str, with_server: bool = False) -> None:
     from rich.table import Table
 
     from flows.stages import all_parts
@@ -94,14 +94,35 @@ def print_status(round_dir: str) -> None:
         manifest = read_manifest(RoundStore(round_dir))
     except FileNotFoundError as exc:
         fail(str(exc))
+    server = _server_states(manifest) if with_server else None
     table = Table(title=f"round {manifest['config']['name']} · config {manifest['config_hash'][:12]} · seed {manifest['seed']}")
-    for column in ("stage", "status", "rows", "seconds", "metrics"):
+    for column in ("stage", "status", *(["server"] if server else []), "rows", "seconds", "metrics"):
         table.add_column(column)
     for name in all_parts():
         record = manifest["stages"].get(name)
+        state = [server["stages"].get(name, "")] if server else []
         if record is None:
-            table.add_row(name, "[dim]not run[/dim]", "", "", "")
+            table.add_row(name, "[dim]not run[/dim]", *state, "", "", "")
             continue
         metrics = ", ".join(f"{k}={v}" for k, v in record.get("metrics", {}).items() if isinstance(v, (int, float)))
-        table.add_row(name, record["status"], str(record.get("rows", "")), str(record.get("seconds", "")), metrics)
+        table.add_row(name, record["status"], *state, str(record.get("rows", "")), str(record.get("seconds", "")), metrics)
     Console().print(table)
+    if server:
+        run_name, state, run_id = server["run"]
+        Console(soft_wrap=True).print(f"flow run {run_name} ({run_id}): {state} on {server['url']}", highlight=False)
+
+
+def _server_states(manifest: dict) -> dict | None:
+    """The Prefect server's state of the round's latest run and of its stage runs, when PREFECT_API_URL is set."""
+    from flows.api_probe import may_have_api_url
+
+    if not may_have_api_url():
+        return None
+    from flows.run_record import server_states
+
+    try:
+        found = server_states(manifest)
+    except Exception as exc:  # the manifest's table still shows; the server's part says why it is missing
+        console.print(f"the Prefect server's state is unavailable: {type(exc).__name__}: {exc}", style="yellow", markup=False)
+        return None
+    return found and {**found, "url": manifest["flow_run"]["server"]}

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterLevel
 
 from flows.stages import run_stage_locally
 from pipeline.config import RoundConfig
@@ -54,6 +56,7 @@ def test_kill_9_mid_candidates_then_rerun_gives_the_uninterrupted_bytes(tmp_path
         time.sleep(0.05)
     os.killpg(run.pid, signal.SIGKILL)
     run.wait()
+    killed_run = json.loads((killed / "manifest.json").read_text())["flow_run"]["id"]
     finished = len(list((killed / "candidates").glob("shard-*.parquet")))
     assert finished < 2
     holders = list(Path(os.environ["PREFECT_HOME"], "songpref-slots", "kill-test-gpu").glob("*.json"))
@@ -68,3 +71,14 @@ def test_kill_9_mid_candidates_then_rerun_gives_the_uninterrupted_bytes(tmp_path
     assert (recomputed, record["metrics"]["shards_skipped"]) == (2 - finished, finished)
     assert outputs(killed) == outputs(reference) and len(outputs(reference)) > 2 * 2 * 3
     assert not list(Path(os.environ["PREFECT_HOME"], "songpref-slots", "kill-test-gpu").glob("*.json"))
+
+    # the server: the killed run is marked Crashed; the rerun's shard logged its items as it went
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(killed_run).state.name == "Crashed"
+        logs = [log.message for log in client.read_logs(LogFilter(level=LogFilterLevel(ge_=20)), limit=200)]
+    assert "candidates shard 1: 0 of 2 items done" in logs and "candidates shard 1: 2 of 2 items done" in logs
+    status = subprocess.run([sys.executable, "-m", "songpref", "round", "status", str(killed)], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert "server" in status.stdout and ": Completed on " + prefect_api_url in " ".join(status.stdout.split())
+    assert any("candidates" in line and "Completed" in line for line in status.stdout.splitlines())

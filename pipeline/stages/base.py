@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -56,6 +57,13 @@ class Stage(ABC):
     def __init__(self, config: RoundConfig, store: RoundStore):
         self.config = config
         self.store = store
+        # Set by an executor to hear progress inside a shard: (spec, items done, items in the shard).
+        self.item_progress: Callable[[ShardSpec, int, int], None] | None = None
+
+    def report_items(self, spec: ShardSpec, done: int, total: int) -> None:
+        """Called by a stage that builds item by item (a production candidates shard takes hours)."""
+        if self.item_progress is not None:
+            self.item_progress(spec, done, total)
 
     @abstractmethod
     def plan(self) -> list[ShardSpec]:

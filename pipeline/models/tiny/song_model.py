@@ -15,6 +15,7 @@ import os
 import shutil
 import struct
 import tempfile
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -128,8 +129,10 @@ class TinySongModel:
 
         return completion_text(tokens)
 
-    def sample(self, requests: list[CandidateRequest], params: SamplingParams, out_dir: Path) -> list[CandidateResult]:
-        """Candidates sharing a condition are sampled as one batch; results come back in request order."""
+    def sample(self, requests: list[CandidateRequest], params: SamplingParams, out_dir: Path,
+               progress: Callable[[int], None] | None = None) -> list[CandidateResult]:  # fmt: skip
+        """Candidates sharing a condition are sampled as one batch; results come back in request order.
+        `progress(done)` hears the count of songs rendered so far, after each one."""
         if params.cfg_coef is not None:
             raise TinyModelError("sampling.cfg_coef: the tiny model has no classifier-free guidance; set it to null")
         import torch
@@ -148,6 +151,8 @@ class TinySongModel:
             )  # fmt: skip
             for request, tokens in zip(members, songs):
                 results[request.candidate_id] = self._render(request, tokens, Path(out_dir))
+                if progress is not None:
+                    progress(len(results))
         return [results[r.candidate_id] for r in requests]
 
     def _render(self, request: CandidateRequest, tokens: dict, out_dir: Path) -> CandidateResult:
