@@ -26,6 +26,8 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalC
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME
 
+from flows.processes import process_alive, process_start
+
 DEFAULT_LEASE_SECONDS = 300.0  # Prefect's own default; the server accepts 60 s to a day
 
 
@@ -52,7 +54,8 @@ def holding_slot(name: str | None, lease_seconds: float = DEFAULT_LEASE_SECONDS)
     with get_client(sync_client=True) as client:
         lease_id = _acquire(client, name, lease_seconds)
         record = _records_folder(name) / f"{os.getpid()}-{uuid.uuid4().hex[:12]}.json"
-        _write_record(record, {"pid": os.getpid(), "started": process_start(os.getpid()), "lease_id": lease_id, "server": _server()})
+        _write_record(record, {"pid": os.getpid(), "started": process_start(os.getpid()), "lease_id": lease_id, "server": _server(),
+                               "at": time.time()})  # fmt: skip
         stop = threading.Event()
         renewer = threading.Thread(target=_renew, args=(name, lease_id, lease_seconds, stop), daemon=True, name=f"lease-{name}")
         renewer.start()
@@ -80,7 +83,8 @@ def release_dead_holders(name: str, client) -> int:
         except FileNotFoundError:
             continue
         if holder["server"] == "temporary":  # its server, and the lease, ended with the process
-            client.release_concurrency_slots(names=[name], slots=1, occupancy_seconds=0)
+            held = max(0.001, time.time() - holder.get("at", time.time()))  # the server wants a positive occupancy
+            client.release_concurrency_slots(names=[name], slots=1, occupancy_seconds=held)
         else:  # a running server still knows the lease: releasing by it cannot free the slot twice
             client.release_concurrency_slots_with_lease(holder["lease_id"])
         released += 1
@@ -122,21 +126,3 @@ def _write_record(path: Path, record: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(record), encoding="utf-8")
     tmp.replace(path)
-
-
-def process_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), so a reused pid is not taken for it."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def process_alive(pid: int, started: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return started is None or process_start(pid) in (None, started)

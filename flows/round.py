@@ -22,6 +22,7 @@ from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
 import data_cards
 from flows.limits import ensure_limit, holding_slot
 from flows.progress import ShardProgress
+from flows.rest_record import rerun_markdown
 from flows.run_record import record_flow_run
 from flows.runners import ray_remote_options, ray_session, task_runner
 from flows.stages import make_stage, run_if_cached, stages_until
@@ -103,13 +104,6 @@ def _publish_sweep(store: RoundStore) -> None:
                                   description=f"sweep/{name}.png")  # fmt: skip
 
 
-def _rerun_markdown(records: dict) -> str:
-    lines = ["# rerun: every shard was built", "", "| stage | rows | build seconds | rerun seconds | shards skipped |", "|---|---|---|---|---|"]
-    lines += [f"| {name} | {r['rows']} | {r['seconds']} | {r.get('rerun', {}).get('seconds', '')} | {r.get('rerun', {}).get('shards_skipped', '')} |"
-              for name, r in records.items()]  # fmt: skip
-    return "\n".join(lines)
-
-
 def _summary_markdown(stage_name: str, record: dict) -> str:
     lines = [f"# {stage_name}: {record['status']}", "", "| metric | value |", "|---|---|"]
     lines += [f"| rows | {record['rows']} |", f"| seconds | {record['seconds']} |"]
@@ -131,7 +125,7 @@ def alignment_round(round_url: str, config: dict, stages: list[str] | None = Non
     if crashed:
         get_run_logger().warning("the round's earlier flow run %s had lost its process: marked Crashed", crashed)
     if cached is not None:
-        create_markdown_artifact(key="round-rerun", markdown=_rerun_markdown(cached), description="a rerun that found every shard built")
+        create_markdown_artifact(key="round-rerun", markdown=rerun_markdown(cached), description="a rerun that found every shard built")
         return cached
     orchestration = round_config.orchestration
     records = {}

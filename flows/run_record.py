@@ -17,7 +17,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlo
 from prefect.settings import PREFECT_API_URL
 from prefect.states import Crashed
 
-from flows.limits import process_alive, process_start
+from flows.processes import process_alive, process_start
 from pipeline.manifest import annotate_round, read_manifest
 from pipeline.store import RoundStore
 

@@ -71,16 +71,25 @@ def run_stages(out: str, cfg, stages: list[str]) -> None:
 
 
 def _rerun_in_process(out: str, cfg, stages: list[str], report):
-    """A finished round's rerun, recorded without Prefect when no server may be configured
-    (importing Prefect alone costs seconds); None when there is work, or a server to tell."""
+    """A finished round's rerun, recorded without importing Prefect (that alone costs seconds): in
+    this process, and with PREFECT_API_URL in the environment on that server over its REST API
+    (`flows/rest_record.py`); None when there is work, or a server only Prefect's settings name."""
     from flows.api_probe import may_have_api_url
+    from flows.rest_record import usable_api_url
 
-    if may_have_api_url():
-        return None
+    api_url = usable_api_url()
+    if may_have_api_url() and api_url is None:
+        return None  # a server Prefect's own settings name: the flow records the run
     from flows.stages import run_if_cached
     from pipeline.store import RoundStore
 
-    return run_if_cached(stages, cfg, RoundStore(out), report)
+    store = RoundStore(out)
+    records = run_if_cached(stages, cfg, store, report)
+    if records is not None and api_url is not None:  # the server records it as the flow would, without Prefect's import
+        from flows.rest_record import record_cached_rerun, rerun_markdown
+
+        record_cached_rerun(api_url, store, stages, rerun_markdown(records))
+    return records
 
 
 def print_status(round_dir: str, with_server: bool = False) -> None:
