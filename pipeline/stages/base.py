@@ -53,12 +53,12 @@ class Stage(ABC):
     # Per-shard metrics that time the run rather than describe the data: reported for a shard just
     # built, never stored in its file, so identical inputs give byte-identical shards.
     wall_clock_metrics: tuple[str, ...] = ()
+    # Set by an executor to hear progress inside a shard: (spec, items done, items in the shard).
+    item_progress: Callable[[ShardSpec, int, int], None] | None = None
 
     def __init__(self, config: RoundConfig, store: RoundStore):
         self.config = config
         self.store = store
-        # Set by an executor to hear progress inside a shard: (spec, items done, items in the shard).
-        self.item_progress: Callable[[ShardSpec, int, int], None] | None = None
 
     def report_items(self, spec: ShardSpec, done: int, total: int) -> None:
         """Called by a stage that builds item by item (a production candidates shard takes hours)."""
