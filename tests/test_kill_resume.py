@@ -51,7 +51,9 @@ def test_kill_9_mid_candidates_then_rerun_gives_the_uninterrupted_bytes(tmp_path
     env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_API_URL": prefect_api_url}
     run = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 240
-    while not list((killed / "candidates").glob("shard-*.parquet")):  # the first shard is written: the second is in flight
+    holders = Path(os.environ["PREFECT_HOME"], "songpref-slots", "kill-test-gpu")
+    # the first shard is written and the second holds the GPU slot: it is in flight
+    while not (list((killed / "candidates").glob("shard-*.parquet")) and list(holders.glob("*.json"))):
         assert run.poll() is None and time.monotonic() < deadline, "the round ended before the kill"
         time.sleep(0.05)
     os.killpg(run.pid, signal.SIGKILL)
@@ -59,8 +61,7 @@ def test_kill_9_mid_candidates_then_rerun_gives_the_uninterrupted_bytes(tmp_path
     killed_run = json.loads((killed / "manifest.json").read_text())["flow_run"]["id"]
     finished = len(list((killed / "candidates").glob("shard-*.parquet")))
     assert finished < 2
-    holders = list(Path(os.environ["PREFECT_HOME"], "songpref-slots", "kill-test-gpu").glob("*.json"))
-    assert len(holders) == 1  # the killed process still holds the one slot
+    assert len(list(holders.glob("*.json"))) == 1  # the killed process still holds the one slot
 
     started = time.monotonic()
     rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
@@ -70,7 +71,7 @@ def test_kill_9_mid_candidates_then_rerun_gives_the_uninterrupted_bytes(tmp_path
     print(f"kill -9 after {finished} of 2 candidates shards; the rerun recomputed {recomputed} in {time.monotonic() - started:.1f} s")
     assert (recomputed, record["metrics"]["shards_skipped"]) == (2 - finished, finished)
     assert outputs(killed) == outputs(reference) and len(outputs(reference)) > 2 * 2 * 3
-    assert not list(Path(os.environ["PREFECT_HOME"], "songpref-slots", "kill-test-gpu").glob("*.json"))
+    assert not list(holders.glob("*.json"))
 
     # the server: the killed run is marked Crashed; the rerun's shard logged its items as it went
     with get_client(sync_client=True) as client:
