@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -63,7 +64,10 @@ def main() -> None:
     if args.server:
         from flows.server import ServerSettings, start_server, stop_server
 
-        settings = ServerSettings(port=4291, database_url="postgresql+asyncpg://postgres@127.0.0.1:5432/songpref_prefect_bench",
+        with socket.socket() as sock:  # a free port: never one another run may hold
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        settings = ServerSettings(port=port, database_url="postgresql+asyncpg://postgres@127.0.0.1:5432/songpref_prefect_bench",
                                   home=Path(tempfile.mkdtemp(prefix="songpref-bench-server-")))  # fmt: skip
         info = start_server(settings)
         try:

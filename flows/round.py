@@ -12,14 +12,18 @@ import os
 import re
 from collections.abc import Callable
 
-from prefect import flow, task, unmapped
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
+from prefect.runtime import flow_run as current_flow_run
 from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 import data_cards
 from flows.limits import ensure_limit, holding_slot
+from flows.progress import ShardProgress
+from flows.rest_record import rerun_markdown
+from flows.run_record import record_flow_run
 from flows.runners import ray_remote_options, ray_session, task_runner
 from flows.stages import make_stage, record_stop, run_if_cached, runnable_parts, stages_until
 from pipeline.config import RoundConfig
@@ -46,10 +50,12 @@ def _report(event: str, stage: str, payload: object) -> None:
 def build_shard(round_url: str, config: dict, stage_name: str, spec: ShardSpec, gpu_limit: str | None = None) -> ShardResult:
     round_config = RoundConfig.model_validate(config)
     stage = make_stage(stage_name, round_config, RoundStore(round_url))
+    stage.item_progress = ShardProgress(stage_name, _report)
     if stage.store.exists(spec.filename):  # finished work holds no GPU slot
         return stage.run_shard(spec)
     # a shard on several GPUs (dpo.processes) holds as many slots, at most all of them
-    with holding_slot(gpu_limit, min(stage.gpus_per_shard, round_config.orchestration.gpu.slots)):
+    gpu = round_config.orchestration.gpu
+    with holding_slot(gpu_limit, min(stage.gpus_per_shard, gpu.slots), gpu.lease_seconds):
         return stage.run_shard(spec)
 
 
@@ -109,16 +115,27 @@ def _summary_markdown(stage_name: str, record: dict) -> str:
 
 @flow(name="alignment-round")
 def alignment_round(round_url: str, config: dict, stages: list[str] | None = None) -> dict:
-    """Run `stages` in order (default: every stage); returns each stage's manifest record. A model
-    without a trainable-policy plugin stops before pairs: the reason goes to the manifest (`stopped`)."""
-    store = RoundStore(round_url)
-    round_config = RoundConfig.model_validate(config)
-    open_round(store, round_config)
-    names, stop = runnable_parts(stages or stages_until(None), round_config)
-    records = {}
-    with ray_session(round_config.orchestration):
-        for name in names:
-            records[name] = stage_flow.with_options(task_runner=task_runner(round_config.orchestration, name))(round_url, config, name)
+    """Run `stages` in order (default: every stage); returns each stage's manifest record.
+    A round whose every stage is done with every shard on disk is recorded in this one run
+    (no stage subflows, no shard tasks) with one summary artifact. A model without a
+    trainable-policy plugin stops before pairs: the reason goes to the manifest (`stopped`)."""
+    store, round_config = RoundStore(round_url), RoundConfig.model_validate(config)
+    stages, stop = runnable_parts(stages or stages_until(None), round_config)
+    cached = run_if_cached(stages, round_config, store, _report)
+    if cached is None:
+        open_round(store, round_config)
+    crashed = record_flow_run(store, str(current_flow_run.id))
+    if crashed:
+        get_run_logger().warning("the round's earlier flow run %s had lost its process: marked Crashed", crashed)
+    if cached is not None:
+        create_markdown_artifact(key="round-rerun", markdown=rerun_markdown(cached), description="a rerun that found every shard built")
+        records = cached
+    else:
+        orchestration = round_config.orchestration
+        records = {}
+        with ray_session(orchestration):
+            for name in stages:
+                records[name] = stage_flow.with_options(task_runner=task_runner(orchestration, name))(round_url, config, name)
     if stop:
         record_stop(store, stop)
         _report("stopped", stop["before"], stop)

@@ -100,7 +100,11 @@ def start_server(settings: ServerSettings, timeout: float = 120.0) -> dict:
         raise ServerError(f"{settings.ui_url}: another server already answers there; pick another --port")
     created = ensure_database(settings.database_url)
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_DATABASE_CONNECTION_URL": settings.database_url,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}  # fmt: skip
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+           # the UI calls the API at this server's own port (Prefect's default is 4200 whatever --port says)
+           "PREFECT_SERVER_UI_API_URL": settings.api_url,
+           # GPU slots' leases on disk under the home: a restarted server still frees those of crashed holders
+           "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem"}  # fmt: skip
     env.pop("PREFECT_API_URL", None)  # the server process must not be a client of another server
     with open(home / LOG_FILE, "ab") as log:
         process = subprocess.Popen(

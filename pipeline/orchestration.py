@@ -45,6 +45,9 @@ class GpuLimitOptions(_Strict):
                              "stage holds one slot while it builds (a finished shard takes none); a busy limit makes it wait, never fail.")  # fmt: skip
     slots: int = Field(1, ge=1, description="Slots of the limit: the GPUs the rounds share (set on the server when a stage starts).")
     stages: list[StageName] = Field(default_factory=lambda: list(GPU_STAGES), description="The GPU-bound stages (all their parts).")
+    lease_seconds: float = Field(300.0, ge=60, le=86_400, description="A held slot's lease, renewed while its shard builds: after a "
+                                 "crash, a running server frees the slot when it runs out (a temporary server's slots are freed "
+                                 "when the next stage starts).")  # fmt: skip
 
 
 class RayOptions(_Strict):

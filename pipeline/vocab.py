@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
@@ -46,8 +47,20 @@ def vocabulary_digest(path: Path | None = None) -> str:
 
 
 def load_vocabulary(path: Path | None = None) -> Vocabulary:
-    """Read a tags file; an empty or malformed list is an error naming the file and the key."""
+    """Read a tags file; an empty or malformed list is an error naming the file and the key.
+    Parsed once per process and file version (a vocabulary is immutable): every lyrics and
+    conditions shard reads it, and parsing the YAML was most of a small shard's time."""
     path = Path(path or DEFAULT_TAGS_FILE)
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read vocabulary: {exc}") from exc
+    return _parsed_vocabulary(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=8)
+def _parsed_vocabulary(name: str, _mtime_ns: int, _size: int) -> Vocabulary:
+    path = Path(name)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:

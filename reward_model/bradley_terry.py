@@ -24,50 +24,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from pipeline.digest import derive_seed
 from reward_model.rankings import agreement_ceiling, majority_of_others
+from reward_model.options import RewardModelConfig  # noqa: F401 (defined with the config section)
 
 WEIGHTS_FILE, CONFIG_FILE, EVAL_FILE, PLOT_FILE = "model.safetensors", "config.json", "eval.json", "reliability.png"
-
-
-class RewardModelConfig(BaseModel):
-    """Options of the reward model and its training.
-
-    Parameters:
-        hidden_size: Width of the head's hidden layers.
-        num_layers: Hidden layers (0 = a linear reward, the classic Bradley-Terry on features).
-        dropout: Dropout after each hidden layer.
-        learning_rate: AdamW learning rate.
-        num_epochs: Passes over the training pairs.
-        batch_size: Pairs per optimiser step.
-        margin: Subtracted from r(chosen) - r(rejected) inside the loss (TRL's `margin` column, one value here).
-        weight_decay: AdamW weight decay; the data sets are small, so it matters.
-        center_rewards_coefficient: TRL's penalty on mean((r+ + r-)^2); 0 turns it off.
-        seed: Seeds initialisation, shuffling and the prompt split: same seed, same weights.
-        test_fraction: Expected share of prompts held out for evaluation.
-        calibration_bins: Equal-width bins of sigmoid(r_i - r_j) for the reliability table.
-        torch_threads: torch threads while training, restored after (None = leave them); a head this
-            small trains fastest on one thread, and more threads on a busy machine slow it down many times.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    hidden_size: int = Field(32, ge=1)
-    num_layers: int = Field(1, ge=0)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    learning_rate: float = Field(1e-3, gt=0)
-    num_epochs: int = Field(20, ge=1)
-    batch_size: int = Field(64, ge=1)
-    margin: float = Field(0.0)
-    weight_decay: float = Field(1e-2, ge=0)
-    center_rewards_coefficient: float = Field(0.0, ge=0)
-    seed: int = Field(0, ge=0)
-    test_fraction: float = Field(0.25, ge=0, lt=1)
-    calibration_bins: int = Field(10, ge=1)
-    torch_threads: int | None = Field(1, ge=1)
 
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: float = 0.0) -> torch.Tensor:

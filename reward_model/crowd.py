@@ -25,44 +25,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.digest import derive_seed
 from pipeline.models.tiny.oracle import MusicalityWeights, decode_candidate, utility, utility_components  # noqa: F401 (the crowd's API)
-
-
-class CrowdConfig(BaseModel):
-    """The simulated campaign.
-
-    Parameters:
-        seed: Root of every random choice.
-        annotators: Size of the crowd.
-        candidates_per_task: k candidates of one prompt per task (fewer if the prompt has fewer).
-        tasks_per_prompt: Tasks drawn per prompt, each a random k-subset (so tasks overlap).
-        annotators_per_task: Different annotators per task (their overlap gives the agreement ceiling).
-        noise_sd_range: Each annotator's perception noise sd, uniform in this range (utility units).
-        careless_share: Share of annotators who rank at random.
-        tie_width: Neighbours perceived closer than this are tied (no preference).
-        gold_min_gap: A task is gold when its best utility beats the runner-up by this much.
-        seconds_base: Time an annotator spends on a task besides listening (s).
-        listen_share: Mean share of each song listened to (log-normal around it).
-        weights: Utility component weights.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    seed: int = Field(0, ge=0)
-    annotators: int = Field(12, ge=2)
-    candidates_per_task: int = Field(4, ge=2)
-    tasks_per_prompt: int = Field(3, ge=1)
-    annotators_per_task: int = Field(3, ge=1)
-    noise_sd_range: tuple[float, float] = Field((0.02, 0.08))
-    careless_share: float = Field(0.1, ge=0, le=1)
-    tie_width: float = Field(0.004, ge=0)
-    gold_min_gap: float = Field(0.08, ge=0)
-    seconds_base: float = Field(20.0, ge=0)
-    listen_share: float = Field(0.6, gt=0, le=1)
-    weights: MusicalityWeights = Field(default_factory=MusicalityWeights)
+from reward_model.options import CrowdConfig  # noqa: F401 (defined with the config section)
 
 
 class SimulatedCrowd:

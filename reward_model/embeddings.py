@@ -27,14 +27,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.scoring.audio_features import chroma_frames, estimate_tempo, onset_envelope, spectrogram
 from pipeline.scoring.base import ScoringItem
 from pipeline.scoring.embedding_scorer import AudioError, check_audio, load_mono
+from reward_model.options import EmbeddingConfig  # noqa: F401 (defined with the config section)
 
 FEATURES_VERSION = "reward-features/2"
 FEATURE_NAMES: tuple[str, ...] = (
@@ -45,34 +44,6 @@ FEATURE_NAMES: tuple[str, ...] = (
     "silent_share", "longest_silence_log_s", "vocal_activity",
 )  # fmt: skip
 FEATURE_DIM = len(FEATURE_NAMES)
-
-
-class EmbeddingConfig(BaseModel):
-    """Which embedding backend the reward model reads, and its options.
-
-    Parameters:
-        backend: `features` (embedded numpy descriptors) or `muq` (MuQ-MuLan audio tower).
-        sample_rate: Rate the `features` backend decodes audio at (Hz); the tiny renders are 16 kHz.
-        min_seconds: Shorter audio is an error row, not an embedding.
-        silence_dbfs: A mix whose peak is below this level (dBFS) is an error row.
-        model_dir: `muq` only: the local MuQ-MuLan directory (see `pipeline.scoring.mulan`).
-        audio_model_dir: `muq` only: override for the MuQ tower's directory.
-        text_model_dir: `muq` only: override for the XLM-RoBERTa tower's directory (the loader builds both).
-        device: `muq` only: "auto", "cpu" or "cuda".
-        batch_clips: `muq` only: clips per forward pass, gathered across songs.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    backend: Literal["features", "muq"] = Field("features", description="Embedding backend.")
-    sample_rate: int = Field(16000, ge=8000, description="features: decoding rate (Hz).")
-    min_seconds: float = Field(1.0, ge=0, description="Shorter audio is an error.")
-    silence_dbfs: float = Field(-60.0, description="A mix peaking below this (dBFS) is an error.")
-    model_dir: Path | None = Field(None, description="muq: local MuQ-MuLan directory.")
-    audio_model_dir: Path | None = Field(None, description="muq: MuQ tower directory override.")
-    text_model_dir: Path | None = Field(None, description="muq: XLM-RoBERTa tower directory override.")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="muq: device.")
-    batch_clips: int = Field(32, ge=1, description="muq: clips per forward pass.")
 
 
 @dataclass

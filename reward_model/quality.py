@@ -28,33 +28,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 
 from reward_model.rankings import gold_accuracy
+from reward_model.options import QualityThresholds  # noqa: F401 (defined with the config section)
 
 METRICS = ("nominal", "ordinal", "interval")
 ANNOTATOR_COLUMNS = ["annotator_id", "tasks", "gold_tasks", "gold_accuracy", "consensus_pairs",
                      "consensus_agreement", "median_seconds", "speed_z", "flagged", "reasons"]  # fmt: skip
-
-
-class QualityThresholds(BaseModel):
-    """When an annotator's rankings are excluded, and how the campaign's reliability is estimated."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    min_gold_accuracy: float = Field(0.5, ge=0, le=1, description="Excluded below this share of gold tasks answered right.")
-    min_gold_tasks: int = Field(2, ge=1, description="Gold accuracy is judged only from this many gold tasks on.")
-    min_consensus_agreement: float = Field(
-        0.6, ge=0, le=1, description="Excluded below this share of pairs ordered like the other annotators' mean rank."
-    )
-    min_tasks: int = Field(5, ge=1, description="Consensus and speed are judged only from this many ranked tasks on.")
-    max_speed_z: float = Field(
-        3.0, ge=0, description="Excluded when the median log seconds per task is this many robust sds below the crowd's (0 = off)."
-    )
-    min_seconds_per_task: float = Field(0.0, ge=0, description="Excluded when the median seconds per task is below this (0 = off).")
-    bootstrap_samples: int = Field(1000, ge=0, description="Resamples of tasks for alpha's confidence interval (0 = none).")
-    confidence: float = Field(0.95, gt=0, lt=1, description="Coverage of alpha's bootstrap (percentile) interval.")
-    seed: int = Field(0, ge=0, description="Seeds the bootstrap: same rankings and seed, same interval.")
 
 
 # ---------------------------------------------------------------- Krippendorff's alpha

@@ -31,8 +31,6 @@ from pipeline.digest import digest_json
 from pipeline.manifest import finished_outputs
 from pipeline.scoring.items import scoring_items
 from pipeline.stages.base import ShardSpec, Stage
-from reward_model.bradley_terry import RewardTrainer
-from reward_model.crowd import SimulatedCrowd, decode_candidate
 from reward_model.embeddings import FEATURES_VERSION, embedding_matrix, load_embedder
 from reward_model.options import RewardStageOptions
 from reward_model.quality import assess, drop_flagged
@@ -79,6 +77,8 @@ class RewardModelStage(Stage):
         # A ranking that shows a song we could not embed is left out whole: its other pairs would be biased.
         pairs = rankings_to_pairs(kept[kept["candidate_ids"].map(lambda c: not set(c) & set(embed_errors))], set(ids))
         simulated = parse_source(options.rankings).kind == "simulated"
+        from reward_model.bradley_terry import RewardTrainer  # torch loads when a model trains, not when a rerun plans
+
         model = RewardTrainer(options.training, ids, matrix, pairs, embedding=embedder.describe(), simulated=simulated).train()
         self._save(model)
         report = model.report
@@ -110,6 +110,8 @@ class RewardModelStage(Stage):
                 rankings = read_rankings(source)
             defaults = {"tied": False, "is_gold": False, "gold_answer": None, "duration_s": float("nan"), "simulated": False}
             return rankings.assign(**{k: v for k, v in defaults.items() if k not in rankings.columns})
+        from reward_model.crowd import SimulatedCrowd, decode_candidate
+
         frame = pd.DataFrame(
             {"candidate_id": r["candidate_id"], "prompt_id": r["condition_id"], "score": decode_candidate(r["tokens"], r["condition"])}
             for r in rows

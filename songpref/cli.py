@@ -100,8 +100,9 @@ def score(
 
 @round_app.command("status")
 def round_status(round_dir: Annotated[str, typer.Argument(help="Round directory or URL.")]) -> None:
-    """Show each stage's status, rows, time and key metrics from manifest.json."""
-    print_status(round_dir)
+    """Show each stage's status, rows, time and key metrics from manifest.json; with PREFECT_API_URL
+    set, also the server's state of the round's latest flow run and of each stage's run."""
+    print_status(round_dir, with_server=True)
 
 
 @config_app.command("show")

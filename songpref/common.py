@@ -53,12 +53,15 @@ def round_config(round_dir: str, overrides: list[str] | None = None):
 
 def run_stages(out: str, cfg, stages: list[str]) -> None:
     """Run stages (or parts) of a round through the flow, with progress and the status table after."""
-    from flows.round import run_round
     from songpref.progress import RoundProgress
 
     with RoundProgress(console) as progress:
         try:
-            records = run_round(out, cfg, stages, reporter=progress.report)
+            records = _rerun_in_process(out, cfg, stages, progress.report)
+            if records is None:
+                from flows.round import run_round
+
+                records = run_round(out, cfg, stages, reporter=progress.report)
         except Exception as exc:
             console.print(f"[red]round failed:[/red] {exc}")
             print_status(out)
@@ -67,7 +70,29 @@ def run_stages(out: str, cfg, stages: list[str]) -> None:
     console.print(f"[green]done[/green]: {', '.join(records)} in {out}")
 
 
-def print_status(round_dir: str) -> None:
+def _rerun_in_process(out: str, cfg, stages: list[str], report):
+    """A finished round's rerun, recorded without importing Prefect (that alone costs seconds): in
+    this process, and with PREFECT_API_URL in the environment on that server over its REST API
+    (`flows/rest_record.py`); None when there is work, or a server only Prefect's settings name."""
+    from flows.api_probe import may_have_api_url
+    from flows.rest_record import usable_api_url
+
+    api_url = usable_api_url()
+    if may_have_api_url() and api_url is None:
+        return None  # a server Prefect's own settings name: the flow records the run
+    from flows.stages import run_if_cached
+    from pipeline.store import RoundStore
+
+    store = RoundStore(out)
+    records = run_if_cached(stages, cfg, store, report)
+    if records is not None and api_url is not None:  # the server records it as the flow would, without Prefect's import
+        from flows.rest_record import record_cached_rerun, rerun_markdown
+
+        record_cached_rerun(api_url, store, stages, rerun_markdown(records))
+    return records
+
+
+def print_status(round_dir: str, with_server: bool = False) -> None:
     from rich.table import Table
 
     from flows.stages import all_parts
@@ -78,16 +103,37 @@ def print_status(round_dir: str) -> None:
         manifest = read_manifest(RoundStore(round_dir))
     except FileNotFoundError as exc:
         fail(str(exc))
+    server = _server_states(manifest) if with_server else None
     table = Table(title=f"round {manifest['config']['name']} · config {manifest['config_hash'][:12]} · seed {manifest['seed']}")
-    for column in ("stage", "status", "rows", "seconds", "metrics"):
+    for column in ("stage", "status", *(["server"] if server else []), "rows", "seconds", "metrics"):
         table.add_column(column)
     for name in all_parts():
         record = manifest["stages"].get(name)
+        state = [server["stages"].get(name, "")] if server else []
         if record is None:
-            table.add_row(name, "[dim]not run[/dim]", "", "", "")
+            table.add_row(name, "[dim]not run[/dim]", *state, "", "", "")
             continue
         metrics = ", ".join(f"{k}={v}" for k, v in record.get("metrics", {}).items() if isinstance(v, (int, float)))
-        table.add_row(name, record["status"], str(record.get("rows", "")), str(record.get("seconds", "")), metrics)
+        table.add_row(name, record["status"], *state, str(record.get("rows", "")), str(record.get("seconds", "")), metrics)
     Console().print(table)
     if manifest.get("stopped"):
         console.print(manifest["stopped"]["reason"], style="yellow", markup=False, highlight=False)
+    if server:
+        run_name, state, run_id = server["run"]
+        Console(soft_wrap=True).print(f"flow run {run_name} ({run_id}): {state} on {server['url']}", highlight=False)
+
+
+def _server_states(manifest: dict) -> dict | None:
+    """The Prefect server's state of the round's latest run and of its stage runs, when PREFECT_API_URL is set."""
+    from flows.api_probe import may_have_api_url
+
+    if not may_have_api_url():
+        return None
+    from flows.run_record import server_states
+
+    try:
+        found = server_states(manifest)
+    except Exception as exc:  # the manifest's table still shows; the server's part says why it is missing
+        console.print(f"the Prefect server's state is unavailable: {type(exc).__name__}: {exc}", style="yellow", markup=False)
+        return None
+    return found and {**found, "url": manifest["flow_run"]["server"]}

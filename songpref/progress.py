@@ -1,4 +1,5 @@
-"""Rich progress for round runs: one bar per stage, advanced as shards finish."""
+"""Rich progress for round runs: one bar per stage, advanced as shards finish; the items done of
+each shard in flight are shown beside it."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class RoundProgress:
             transient=False,
         )
         self._tasks: dict[str, int] = {}
+        self._items: dict[str, dict[int, tuple[int, int]]] = {}  # stage -> shard in flight -> (items done, total)
 
     def __enter__(self) -> "RoundProgress":
         self._progress.start()
@@ -33,6 +35,11 @@ class RoundProgress:
             self._tasks[stage] = self._progress.add_task(stage, total=payload, note="")
         elif event == "shard":
             self._progress.advance(self._tasks[stage])
+        elif event == "items":  # inside a shard: (shard index, done, total); a shard done is shown no more
+            index, done, total = payload
+            self._items.setdefault(stage, {})[index] = (done, total)
+            shown = " · ".join(f"shard {i}: {d}/{t} items" for i, (d, t) in sorted(self._items[stage].items()) if d < t)
+            self._progress.update(self._tasks[stage], note=shown)
         elif event == "finish":
             note = f"{payload['status']} · {payload['rows']} rows · {payload['metrics'].get('shards_skipped', 0)} skipped"
             self._progress.update(self._tasks[stage], note=note)

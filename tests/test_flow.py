@@ -47,3 +47,22 @@ def test_a_finished_round_is_rerun_in_process_and_an_unfinished_one_is_left_to_t
     assert run_if_cached(["lyrics"], config, store) is None
     other = RoundConfig.model_validate({"seed": 5, "lyrics": {"count": 16, "shard_size": 8}})
     assert run_if_cached(["lyrics"], other, store) is None
+
+
+def test_a_finished_round_rerun_against_a_server_is_one_flow_run_with_one_artifact(tmp_path, prefect_api_url):
+    config = RoundConfig.model_validate({"seed": 6, "lyrics": {"count": 8, "shard_size": 4}})
+    built = run_round(str(tmp_path), config, ["lyrics"])
+    assert built["lyrics"]["metrics"]["shards_built"] == 2
+
+    async def counts():
+        async with get_client() as client:
+            runs = await client.read_flow_runs()
+            artifacts = await client.read_artifacts()
+        return sum(r.name == "lyrics" for r in runs), len(runs), [a for a in artifacts if a.key == "round-rerun"]
+
+    lyrics_runs, all_runs, _ = asyncio.run(counts())
+    rerun = run_round(str(tmp_path), config, ["lyrics"])
+    assert rerun["lyrics"]["rerun"]["shards_skipped"] == 2 and rerun["lyrics"]["seconds"] == built["lyrics"]["seconds"]
+    lyrics_after, all_after, artifacts = asyncio.run(counts())
+    assert (lyrics_after, all_after) == (lyrics_runs, all_runs + 1)  # the round's run only: no stage subflow
+    assert any("| lyrics | 8 |" in a.data for a in artifacts)

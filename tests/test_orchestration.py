@@ -1,6 +1,10 @@
 """The `orchestration` section: shard parallelism and retries per stage, and the GPU limit, which
 makes a GPU-bound stage wait (never fail) while another holds every slot. Against a real server."""
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -66,3 +70,23 @@ def test_a_gpu_stage_waits_for_a_busy_limit_and_slots_never_overlap(tmp_path, pr
         thread.join()
     (a_start, a_end), (b_start, b_end) = sorted(intervals)
     assert a_end <= b_start
+
+
+def test_slots_of_holders_whose_process_ended_are_given_back_when_a_stage_starts(monkeypatch, prefect_api_url):
+    """A temporary server dies with the process that started it, and its leases with it: the slot a
+    killed holder took stays counted in the database until a stage starts and gives it back."""
+    from flows import limits
+
+    ensure_limit("orphan-gpu", 1)
+    with get_client(sync_client=True) as client:
+        client.increment_concurrency_slots(names=["orphan-gpu"], slots=1, mode="concurrency")  # what the killed process took
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    folder = limits._records_folder("orphan-gpu")
+    (folder / f"{gone}-dead.json").write_text(json.dumps({"pid": gone, "started": "0", "lease_id": None, "server": "temporary"}))
+    (folder / "alive.json").write_text(json.dumps({"pid": os.getpid(), "started": limits.process_start(os.getpid()),
+                                                   "lease_id": None, "server": "temporary"}))  # fmt: skip
+    monkeypatch.setattr(limits, "_server", lambda: "temporary")
+    assert _limit("orphan-gpu").active_slots == 1
+    ensure_limit("orphan-gpu", 1)
+    assert _limit("orphan-gpu").active_slots == 0 and sorted(p.name for p in folder.iterdir()) == ["alive.json"]
+    (folder / "alive.json").unlink()

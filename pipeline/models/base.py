@@ -49,7 +49,9 @@ class SongModel(Protocol):
     name: str
 
     def sample(self, requests: list[CandidateRequest], params: SamplingParams, out_dir: Path) -> list[CandidateResult]:
-        """Sample and render every request into out_dir/<candidate_id>/, in request order."""
+        """Sample and render every request into out_dir/<candidate_id>/, in request order. A plugin
+        may also take `progress`, a callable given the count of songs done so far (the candidates
+        stage reports it inside the shard: to the CLI's bar and the flow run's log)."""
         ...
 
     def describe(self) -> dict:

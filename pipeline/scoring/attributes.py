@@ -21,7 +21,6 @@ from typing import Literal
 import numpy as np
 import soundfile as sf
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.signal import resample_poly
 
 from pipeline.models.tiny.composer import DRUM_INSTRUMENTS, QUIET_FAMILIES, mode_for
 from pipeline.scoring import audio_features as features
@@ -99,6 +98,8 @@ class AttributesScorer:
             raise AudioError(f"{what}: audio contains NaN or infinite samples")
         if rate != opts.sample_rate:
             g = math.gcd(int(rate), opts.sample_rate)
+            from scipy.signal import resample_poly  # loaded with the first resampled file, not with the config
+
             x = resample_poly(x, opts.sample_rate // g, int(rate) // g)
         if len(x) < opts.min_seconds * opts.sample_rate:
             raise AudioError(f"{what}: {len(x) / opts.sample_rate:.2f} s of audio, under {opts.min_seconds:g} s")

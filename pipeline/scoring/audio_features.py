@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.ndimage import maximum_filter1d
 
 FEATURES_VERSION = "attributes-features/1"  # bump when an estimate changes
 MIN_BPM, MAX_BPM = 60.0, 200.0
@@ -59,6 +58,8 @@ def grid_salience(env: np.ndarray, fps: float, bpms: np.ndarray) -> np.ndarray:
     """For each tempo, the best phase's summed (envelope - mean) over that pulse grid: an empty pulse
     costs the mean. Folding the envelope modulo the period sums every pulse of a phase at once;
     onsets smear by a frame or two, so the envelope is max-filtered first."""
+    from scipy.ndimage import maximum_filter1d  # scipy loads when audio is measured, not with the config
+
     env = maximum_filter1d(env, size=5)
     env = env - env.mean()
     index = np.arange(len(env), dtype=float)
@@ -88,6 +89,8 @@ def estimate_tempo(x: np.ndarray, sr: int, beat_floor: float = 0.17) -> dict:
     bpms = MIN_BPM / 2 * np.exp(np.arange(0.0, np.log(2 * MAX_BPM / (MIN_BPM / 2)), 0.001))
     scores = grid_salience(env, fps, bpms)
     strongest = float(bpms[int(np.argmax(scores))])
+    from scipy.ndimage import maximum_filter1d
+
     smooth = maximum_filter1d(env, size=5)
     reference = float(np.percentile(smooth, 99)) or 1.0
     levels, chosen = {}, None

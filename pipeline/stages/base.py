@@ -11,6 +11,7 @@ import json
 import os
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -58,10 +59,17 @@ class Stage(ABC):
     wall_clock_metrics: tuple[str, ...] = ()
     # GPUs one shard uses at once (the slots it holds of the GPU limit, `orchestration.gpu`).
     gpus_per_shard: int = 1
+    # Set by an executor to hear progress inside a shard: (spec, items done, items in the shard).
+    item_progress: Callable[[ShardSpec, int, int], None] | None = None
 
     def __init__(self, config: RoundConfig, store: RoundStore):
         self.config = config
         self.store = store
+
+    def report_items(self, spec: ShardSpec, done: int, total: int) -> None:
+        """Called by a stage that builds item by item (a production candidates shard takes hours)."""
+        if self.item_progress is not None:
+            self.item_progress(spec, done, total)
 
     @abstractmethod
     def plan(self) -> list[ShardSpec]:

@@ -10,6 +10,7 @@ A failed candidate keeps its row, with its error and no audio.
 
 from __future__ import annotations
 
+import inspect
 import posixpath
 import shutil
 import tempfile
@@ -92,7 +93,8 @@ class CandidatesStage(Stage):
         requests, skipped, repaired = self.requests(spec)
         started = time.perf_counter()
         with self._audio_folder() as (out_dir, publish):
-            results = model.sample(requests, self.sampling(), out_dir)
+            self.report_items(spec, 0, len(requests))
+            results = _sample(model, requests, self.sampling(), out_dir, lambda done: self.report_items(spec, done, len(requests)))
             for result in results:
                 publish(result)
         seconds = time.perf_counter() - started
@@ -144,6 +146,13 @@ class CandidatesStage(Stage):
         """Where the model writes, and how a finished candidate reaches the round: in place for
         a local round, else through a scratch folder whose files are uploaded atomically."""
         return _LocalAudio(self.store) if self.store.fs.protocol in ("file", ("file", "local")) else _RemoteAudio(self.store)
+
+
+def _sample(model: SongModel, requests: list[CandidateRequest], params: SamplingParams, out_dir, progress) -> list[CandidateResult]:
+    """The model's samples; a model whose `sample` takes `progress` hears each song done (its count so far)."""
+    if "progress" in inspect.signature(model.sample).parameters:
+        return model.sample(requests, params, out_dir, progress=progress)
+    return model.sample(requests, params, out_dir)
 
 
 def _relative(candidate_id: str, stem: str) -> str:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
+import struct
 import tempfile
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -41,28 +44,49 @@ class TinyModelError(RuntimeError):
 def _load(checkpoint: str):
     """The checkpoint's model, cached per process; a rewritten checkpoint (a new DPO or merged model
     in the same folder) is a new cache entry, keyed by its weights file's size and mtime."""
-    weights = Path(checkpoint) / "model.safetensors"
-    stamp = (weights.stat().st_mtime_ns, weights.stat().st_size) if weights.is_file() else None
-    return _load_cached(checkpoint, stamp)
+    return _load_cached(checkpoint, _stamp(Path(checkpoint) / "model.safetensors"))
+
+
+def _stamp(path: Path):
+    return (path.stat().st_mtime_ns, path.stat().st_size) if path.is_file() else None
+
+
+def _check_checkpoint(folder: Path) -> None:
+    if not (folder / "config.json").is_file():
+        raise TinyModelError(
+            f"tiny model checkpoint {folder} has no config.json; build one with "
+            f"`python -m pipeline.models.tiny.pretrain --out {folder}`"
+        )
 
 
 @lru_cache(maxsize=4)
 def _load_cached(checkpoint: str, stamp):
     from pipeline.models.tiny.model import TinyLeLM  # torch stays out of the CLI's import path
 
-    folder = Path(checkpoint)
-    if not (folder / "config.json").is_file():
-        raise TinyModelError(
-            f"tiny model checkpoint {folder} has no config.json; build one with "
-            f"`python -m pipeline.models.tiny.pretrain --out {folder}`"
-        )
+    _check_checkpoint(Path(checkpoint))
     import torch
 
-    return TinyLeLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
+    return TinyLeLM.from_pretrained(Path(checkpoint), torch_dtype=torch.float32).eval()
 
 
 def checkpoint_digest(folder: Path) -> str:
-    return hashlib.sha256((Path(folder) / "model.safetensors").read_bytes()).hexdigest()
+    weights = Path(folder) / "model.safetensors"
+    return _weights_digest(str(weights), _stamp(weights))
+
+
+@lru_cache(maxsize=16)
+def _weights_digest(weights: str, stamp) -> str:
+    return hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+
+
+def checkpoint_parameters(folder: Path) -> int:
+    """The model's parameter count, read from the safetensors header (8-byte little-endian length,
+    then a JSON map of tensor name to dtype, shape and offsets): describing a checkpoint loads no
+    weights. Every parameter of a TinyLeLM is stored once (no tied weights, no stored buffers)."""
+    with open(Path(folder) / "model.safetensors", "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    return sum(math.prod(entry["shape"]) for name, entry in header.items() if name != "__metadata__")
 
 
 class TinySongModel:
@@ -77,7 +101,12 @@ class TinySongModel:
                 "install it with `apt-get install flite` (or `make setup`)"
             )
         self.checkpoint = Path(self.options.checkpoint or CHECKPOINT_DIR).resolve()
-        self.model = _load(str(self.checkpoint))
+        _check_checkpoint(self.checkpoint)
+
+    @property
+    def model(self):
+        """The checkpoint's TinyLeLM, loaded on first use: planning a stage only describes the model."""
+        return _load(str(self.checkpoint))
 
     @classmethod
     def trainable_policy(cls, options: TinyOptions):
@@ -91,7 +120,7 @@ class TinySongModel:
             "backend": self.name,
             "checkpoint": str(self.checkpoint),
             "checkpoint_sha256": checkpoint_digest(self.checkpoint),
-            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "parameters": checkpoint_parameters(self.checkpoint),
             "options": self.options.model_dump(mode="json", exclude={"checkpoint", "threads"}),
         }
 
@@ -107,8 +136,10 @@ class TinySongModel:
 
         return completion_text(tokens)
 
-    def sample(self, requests: list[CandidateRequest], params: SamplingParams, out_dir: Path) -> list[CandidateResult]:
-        """Candidates sharing a condition are sampled as one batch; results come back in request order."""
+    def sample(self, requests: list[CandidateRequest], params: SamplingParams, out_dir: Path,
+               progress: Callable[[int], None] | None = None) -> list[CandidateResult]:  # fmt: skip
+        """Candidates sharing a condition are sampled as one batch; results come back in request order.
+        `progress(done)` hears the count of songs rendered so far, after each one."""
         if params.cfg_coef is not None:
             raise TinyModelError("sampling.cfg_coef: the tiny model has no classifier-free guidance; set it to null")
         import torch
@@ -127,6 +158,8 @@ class TinySongModel:
             )  # fmt: skip
             for request, tokens in zip(members, songs):
                 results[request.candidate_id] = self._render(request, tokens, Path(out_dir))
+                if progress is not None:
+                    progress(len(results))
         return [results[r.candidate_id] for r in requests]
 
     def _render(self, request: CandidateRequest, tokens: dict, out_dir: Path) -> CandidateResult:
