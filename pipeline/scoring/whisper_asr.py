@@ -73,7 +73,9 @@ class WhisperOptions(BaseModel):
         "flash", description="Attention of both decoders on cuda: 'flash' = flash first, else memory-efficient; "
         "'efficient' = memory-efficient; 'matmul' = whisper's own attention without SDPA (batched matrix "
         "products: a decoding step reads the cross-attention cache once); 'cudnn' = cuDNN's kernel first "
-        "(the fastest at one query row on an H100). Tokens may differ between them.")
+        "(on an H100 the fastest at one query row, 1.25x flash's scorer, but not repeatable: two runs "
+        "of whisper.decode gave different tokens, so PER may change between runs). Tokens may "
+        "differ between kernels.")
     compile_encoder: bool = Field(
         False, description="Run the encoder through torch.compile (on an H100 about 1.4x faster; its states "
         "differ from the eager encoder's in the last bits, so a transcript may differ from an uncompiled run's).")

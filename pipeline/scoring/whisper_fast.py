@@ -385,8 +385,8 @@ def deterministic_attention(backend: str = "flash"):
     `backend="efficient"` leaves flash out, so the memory-efficient kernel runs wherever it can:
     both decoders then run it (the tokens stay identical between them, but may differ from those
     decoded with flash). `backend="cudnn"` puts cuDNN's kernel first: on an H100 it reads one layer's
-    cross-attention cache at 3.1 TB/s where flash reaches 2.2 (whisper_step_profile.py); whether its
-    output repeats from run to run is what whisper_gpu.py's token check measures. `backend="matmul"` turns SDPA off in whisper (`whisper.model.disable_sdpa`):
+    cross-attention cache at 3.1 TB/s where flash reaches 2.2 (whisper_step_profile.py), but its output
+    does not repeat from run to run there (whisper_gpu.py's token check): a throughput setting only. `backend="matmul"` turns SDPA off in whisper (`whisper.model.disable_sdpa`):
     both decoders run whisper's own attention, two batched matrix products around an fp32 softmax.
     With one query row per window a flash kernel computes a whole tile of query rows; the products
     only read each window's cross-attention keys and values, so a step nears its memory floor."""
