@@ -7,6 +7,9 @@ import them from here."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.models.tiny.oracle import MusicalityWeights
