@@ -159,9 +159,9 @@ def test_several_conditions_in_one_batch_sample_the_songs_each_samples_alone():
 
     m = make_model()
     rows, seeds = [CONDITIONS[i // 2] for i in range(6)], [11, 12, 13, 14, 15, 16]
-    assert len({len(m.prefix_embeds(c)) for c in CONDITIONS[:3]}) == 3  # prefixes of three lengths: padded and masked
-    batch = sample_songs(m, rows, seeds, temperature=0.9, top_k=50, top_p=0.95, max_frames=48)
-    assert batch == [m.sample(c, seed=s, temperature=0.9, top_k=50, top_p=0.95, max_frames=48) for c, s in zip(rows, seeds)]
+    assert len({len(m.prefix_embeds(c)) for c in CONDITIONS[:3]}) > 1  # prefixes of several lengths: padded and masked
+    batch = sample_songs(m, rows, seeds, temperature=0.9, top_k=50, top_p=0.95, max_frames=32)
+    assert batch == [m.sample(c, seed=s, temperature=0.9, top_k=50, top_p=0.95, max_frames=32) for c, s in zip(rows, seeds)]
     with pytest.raises(ValueError, match="6 conditions for 2 seeds"):
         sample_songs(m, rows, seeds[:2])
 
