@@ -1,7 +1,8 @@
 """The policy DPO trains: loading it with its tokenizer, and a sampled estimate of KL(policy || reference).
 
-`tiny` rounds train the round's own model (its checkpoint, as `TinyPolicy`); any other backend
-names a Hugging Face causal LM folder in the config (`dpo.policy`), trained with TRL as it is.
+The round's own model is trained through its backend's TrainablePolicy (pipeline.models.base):
+the tiny model as `TinyPolicy`, a Hugging Face codec LM as the causal LM it is, a lab's model
+through its plugin. `dpo.policy` names a Hugging Face causal LM folder to train instead.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+
+from pipeline.models.base import SamplingParams
+from pipeline.models.registry import trainable_policy
 
 
 def tiny_checkpoint(model_options: dict) -> Path:
@@ -18,12 +22,10 @@ def tiny_checkpoint(model_options: dict) -> Path:
 
 
 def policy_folder(backend: str, model_options: dict, policy_path: str | None) -> Path:
-    """Where the policy's weights are: the tiny checkpoint, or the `dpo.policy` folder."""
+    """Where the policy's weights are: the backend's checkpoint, or the `dpo.policy` folder.
+    A backend without a trainable-policy plugin raises NotTrainable, naming it."""
     if policy_path is None:
-        if backend != "tiny":
-            raise ValueError(f"dpo.policy: model.backend {backend!r} is not trainable here; name a Hugging Face "
-                             "causal LM folder (the song LM to align) in dpo.policy")  # fmt: skip
-        return tiny_checkpoint(model_options)
+        return trainable_policy(backend, model_options).checkpoint
     folder = Path(policy_path).resolve()
     if not (folder / "config.json").is_file():
         raise ValueError(f"dpo.policy: {folder} is not a model folder (no config.json)")
@@ -34,32 +36,45 @@ def load_policy(backend: str, model_options: dict, policy_path: str | None):
     """(model, tokenizer, the folder it came from) for a DPO run, in float32."""
     folder = policy_folder(backend, model_options, policy_path)
     if policy_path is None:
-        from alignment.tiny_policy import TinyPolicy
-        from pipeline.models.tiny.preference_text import TinySongTokenizer
-
-        model = TinyPolicy.from_pretrained(folder, torch_dtype=torch.float32)
-        return model, TinySongTokenizer.for_model(model), folder
+        model, tokenizer = trainable_policy(backend, model_options).load(folder)
+        return model, tokenizer, folder
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     return AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32), AutoTokenizer.from_pretrained(folder), folder
 
 
-def song_logprob(model, conditions: list[dict], songs: list[dict]) -> torch.Tensor:
-    """log p(song | condition) under a tiny policy, all streams summed: [B]."""
-    with torch.no_grad():
-        parts = model.stream_logprobs(conditions, songs)
+class _TinyStreams:
+    """The tiny model's own sampler and log-probs, for callers that pass no TrainablePolicy."""
+
+    def __init__(self, max_frames: int | None):
+        self.max_frames = max_frames
+
+    def stream_logprobs(self, model, conditions, songs):
+        with torch.no_grad():
+            return model.stream_logprobs(conditions, songs)
+
+    def sample_streams(self, model, condition, seeds, params: SamplingParams):
+        with torch.no_grad():
+            return model.sample_batch(condition, seeds, temperature=params.temperature, max_frames=self.max_frames)
+
+
+def song_logprob(model, conditions: list[dict], songs: list[dict], trainable=None) -> torch.Tensor:
+    """log p(song | condition) under a policy, all streams summed: [B]."""
+    parts = (trainable or _TinyStreams(None)).stream_logprobs(model, conditions, songs)
     return sum(parts.values())
 
 
 def kl_estimate(policy, reference, conditions: list[dict], seeds: list[int], temperature: float = 1.0,
-                max_frames: int | None = None) -> dict:  # fmt: skip
+                max_frames: int | None = None, trainable=None) -> dict:  # fmt: skip
     """Monte Carlo KL(policy || reference): mean over songs y ~ policy of log π(y) − log π_ref(y),
-    one song per (condition, seed); with its standard error."""
+    one song per (condition, seed); with its standard error. `trainable` (a TrainablePolicy)
+    samples and scores; without it, the models are tiny policies sampled up to `max_frames`."""
+    streams = trainable or _TinyStreams(max_frames)
     values = []
     for condition, seed in zip(conditions, seeds):
-        with torch.no_grad():
-            song = policy.sample_batch(condition, [seed], temperature=temperature, max_frames=max_frames)[0]
-        values.append(float(song_logprob(policy, [condition], [song])[0] - song_logprob(reference, [condition], [song])[0]))
+        song = streams.sample_streams(policy, condition, [seed], SamplingParams(temperature=temperature))[0]
+        values.append(float(song_logprob(policy, [condition], [song], streams)[0]
+                            - song_logprob(reference, [condition], [song], streams)[0]))  # fmt: skip
     if not values:
         return {"kl": None, "kl_stderr": None, "samples": 0}
     t = torch.tensor(values, dtype=torch.float64)

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.metadata
 import json
 import os
 import platform
@@ -360,6 +361,11 @@ def main() -> None:
         ("levo/lora", "policy", TimedMultiStreamDPOTrainer, lora),
         ("llama/lora", "llama", TimedDPOTrainer, lora.model_copy(update={"gradient_checkpointing": True})),
         ("levo/full/compiled", "policy", TimedMultiStreamDPOTrainer, base),
+        # Liger's Triton kernels in both block stacks (RMSNorm, SwiGLU, RoPE: one kernel each where
+        # transformers launches several); last, since its RoPE patch is module-wide.
+        ("levo/full/liger", "policy", TimedMultiStreamDPOTrainer, base),
+        ("levo/full/liger/batch2", "policy", TimedMultiStreamDPOTrainer,
+         base.model_copy(update={"batch_size": 2 * args.batch, "gradient_accumulation_steps": max(1, args.accumulate // 2)})),
     ]  # fmt: skip
     report = {"benchmark": "dpo_gpu", "preset": args.preset, "policy_config": PRESETS[args.preset] | {"delay": 2},
               "data": data, "settings": vars(args) | {"out": str(args.out)},
@@ -380,7 +386,17 @@ def main() -> None:
         if name.endswith("/compiled"):  # both block stacks through Inductor; song lengths vary, so dynamic shapes
             model.lm.compile(dynamic=True)
             model.decoder.compile(dynamic=True)
-        report["results"].append(run_config(name, kind, trainer_class, model, tokenizer, dataset, options, args, peak))
+        if "/liger" in name:
+            from liger_kernel.transformers import apply_liger_kernel_to_llama
+
+            for stack in (model.lm, model.decoder):
+                apply_liger_kernel_to_llama(rope=True, rms_norm=True, swiglu=True, fused_linear_cross_entropy=False, model=stack)
+            report["versions"]["liger_kernel"] = importlib.metadata.version("liger-kernel")
+        try:
+            report["results"].append(run_config(name, kind, trainer_class, model, tokenizer, dataset, options, args, peak))
+        except torch.OutOfMemoryError as error:  # a larger micro-batch may not fit: say so and go on
+            report["results"].append({"name": name, "error": f"out of memory: {str(error)[:200]}"})
+            print(f"  {name}: out of memory", flush=True)
         del model
         gc.collect()
         if args.device == "cuda":
@@ -393,6 +409,9 @@ def main() -> None:
         tmp.replace(args.out)
     print(f"{'configuration':<12} {'params':>8} {'s/step':>7} {'tokens/s':>9} {'TFLOP/s':>8} {'MFU':>6} {'peak GiB':>8}")
     for r in report["results"]:
+        if "error" in r:
+            print(f"{r['name']:<12} {r['error'][:60]}")
+            continue
         mfu = f"{r['mfu_vs_datasheet']:.1%}" if r["mfu_vs_datasheet"] else "-"
         print(f"{r['name']:<12} {r['parameters'] / 1e9:>7.2f}B {r['seconds_per_step']:>7.3f} {r['tokens_per_s']:>9,.0f} "
               f"{r['model_flops_per_s'] / 1e12:>8.1f} {mfu:>6} {r['peak_memory_gib'] or 0:>8.1f}")  # fmt: skip

@@ -7,7 +7,9 @@ fresh child process that reports its own peak RSS (VmHWM) and the merge call's s
 inputs dropped from the page cache with posix_fadvise, our files only) and "warm", the tools
 taking turns, `--repeat` rounds (medians reported: the machine is shared). If a Python
 with mergekit is given, mergekit's linear method runs on the same inputs and its output is
-compared with ours tensor by tensor. Acceptance: our peak RSS < 1.5 GB.
+compared with ours tensor by tensor. Beside them, in the same turns, the disk's floor: a child that
+reads every input byte and writes one checkpoint's worth, fsynced, with no arithmetic (`floor`).
+Acceptance: our peak RSS < 1.5 GB.
 
     .venv/bin/python benchmarks/merge_scale.py [--size-gb 2] [--mergekit-python /tmp/mkvenv/bin/python]
 """
@@ -103,6 +105,9 @@ def child(tool: str, inputs: list[str], out: str) -> None:
 
         started = time.perf_counter()
         merge(inputs, WEIGHTS, out, options=MergeOptions(max_shard_size="2GB", digest_inputs=False))
+    elif tool == "floor":
+        started = time.perf_counter()
+        disk_floor(inputs, Path(out))
     else:
         from mergekit.config import MergeConfiguration
         from mergekit.merge import run_merge
@@ -115,6 +120,22 @@ def child(tool: str, inputs: list[str], out: str) -> None:
                                                     out_shard_size=2_000_000_000))
     done = time.perf_counter()
     print(json.dumps({"seconds": done - started, "process_seconds": done - process_started, "peak_rss_bytes": peak_rss_bytes()}))
+
+
+def disk_floor(inputs: list[str], out: Path, chunk: int = 64 << 20) -> None:
+    """What any merge must do at least, with no arithmetic: read every input byte once and write one
+    input's worth of bytes (the merged checkpoint's size), fsynced, in 64 MB chunks."""
+    out.mkdir(parents=True)
+    buffer = bytearray(chunk)
+    view = memoryview(buffer)
+    with open(out / "floor.bin", "wb", buffering=0) as sink:
+        for index, folder in enumerate(inputs):
+            for file in sorted(Path(folder).glob("*.safetensors")):
+                with open(file, "rb", buffering=0) as source:
+                    while n := source.readinto(buffer):
+                        if index == 0:  # the output is as large as one input
+                            sink.write(view[:n])
+        os.fsync(sink.fileno())
 
 
 def run_child(python: str, tool: str, inputs: list[Path], out: Path) -> dict:
@@ -170,6 +191,7 @@ def main() -> None:
     print(f"inputs: 3 x {input_bytes / 1e9:.2f} GB, {len(shapes)} tensors, "
           f"{len(list(inputs[0].glob('*.safetensors')))} shards each (made in {time.perf_counter() - started:.0f} s)")
     tools = [("songpref", sys.executable)] + ([("mergekit", args.mergekit_python)] if args.mergekit_python else [])
+    tools.append(("floor", sys.executable))  # read + write + fsync, no arithmetic: how close to the disk a merge runs
     runs = []
     load_before = os.getloadavg()
     # tools take turns, so that a burst of load on a shared machine does not land on one tool only

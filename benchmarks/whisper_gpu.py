@@ -175,6 +175,9 @@ def main() -> None:
         "pad_full": dict(pad_multiple=defaults.batch_windows),  # a partial batch padded to the full size
         "efficient": dict(decoder_attention="efficient"),
         "matmul": dict(decoder_attention="matmul"),
+        "cudnn": dict(decoder_attention="cudnn"),
+        "cudnn_compiled_encoder": dict(decoder_attention="cudnn", compile_encoder=True),
+        "compiled_encoder": dict(compile_encoder=True),
     }
     rows, texts, result = {}, {}, {}
 
@@ -232,7 +235,7 @@ def main() -> None:
     run_reference("b_batched_reference")
     for name in [v for v in args.variants.split(",") if v]:
         run_fast(f"c_fast_{name}", **variants[name])
-    for backend in ("efficient", "matmul"):
+    for backend in ("efficient", "matmul", "cudnn"):
         if backend in args.variants.split(","):
             run_reference(f"b_reference_{backend}", decoder_attention=backend)
     t = scorer("fast", cuda_graphs=False)
@@ -249,6 +252,7 @@ def main() -> None:
         "texts_identical_c_cprime": same("c_batched_fast", "c_batched_fast_no_graphs"),
         "texts_identical_b_c_efficient": same("b_reference_efficient", "c_fast_efficient"),
         "texts_identical_b_c_matmul": same("b_reference_matmul", "c_fast_matmul"),
+        "texts_identical_b_c_cudnn": same("b_reference_cudnn", "c_fast_cudnn"),
         # Other batchings decode windows in other batch sizes: equal texts are expected, not promised.
         "texts_equal_to_default": {k: texts[k] == texts["c_batched_fast"] for k in texts if k.startswith("c_fast_")},
     }

@@ -25,12 +25,12 @@ def ensure_limit(name: str, slots: int) -> None:
 
 
 @contextmanager
-def holding_slot(name: str | None):
-    """Hold one slot of the limit `name` (waiting as long as every slot is taken); no-op for None."""
+def holding_slot(name: str | None, slots: int = 1):
+    """Hold `slots` slots of the limit `name` (waiting as long as they are taken); no-op for None."""
     if name is None:
         yield
         return
-    with concurrency(name, occupy=1, timeout_seconds=None, strict=True):
+    with concurrency(name, occupy=slots, timeout_seconds=None, strict=True):
         yield
 
 

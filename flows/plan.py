@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from flows.stages import stages_until
+from flows.stages import runnable_parts, stages_until
 from pipeline.config import RoundConfig
 from pipeline.preferences import JOINT, preferences, strategy_names
 
@@ -30,7 +30,7 @@ class PlannedPart:
 
 @dataclass(frozen=True)
 class Need:
-    kind: str  # path | endpoint | model
+    kind: str  # path | endpoint | model | option (a stage option the model cannot take)
     key: str  # the config key, e.g. lyrics.generator.base_url
     value: str
     ok: bool
@@ -58,6 +58,7 @@ def plan_round(config: RoundConfig, manifest: dict | None = None, until: str | N
         "ablation": (1, _ablation_text(config)),
     }  # fmt: skip
     stages = (manifest or {}).get("stages", {})
+    runnable, stop = runnable_parts(stages_until(until), config)
     planned = []
     for part in stages_until(until):
         stage, _, sub = part.partition("/")
@@ -67,6 +68,8 @@ def plan_round(config: RoundConfig, manifest: dict | None = None, until: str | N
             shards, builds = 1, f"DPO on pairs/{sub}" + ("" if sub in trained else " (skipped: not in dpo.strategies)")
         else:
             shards, builds = per_stage[part]
+        if part not in runnable:
+            shards, builds = 0, f"not run: model.backend {stop['backend']!r} is not trainable (the round stops before {stop['before']})"
         record = stages.get(part)
         recorded = f"{record['status']}, {len(record.get('outputs') or {})} shards" if record else "not run"
         planned.append(PlannedPart(part, shards, builds, recorded))
@@ -84,14 +87,49 @@ def _ablation_text(config: RoundConfig) -> str:
 
 def needs(config: RoundConfig) -> list[Need]:
     """Every path, endpoint and named model the config refers to (fields of type Path, or marked
-    `needs` in their schema), paths checked for existence relative to the working directory."""
+    `needs` in their schema), paths checked for existence relative to the working directory; then
+    every stage option the config's model cannot take (`option_problems`). One listing, every problem."""
     from pipeline.models.registry import song_model_class
 
     found: list[Need] = []
     _walk(config, "", found)
     model_options = song_model_class(config.model.backend).options_class.model_validate(config.model.options)
     _walk(model_options, "model.options", found)
-    return found
+    return found + option_problems(config, found)
+
+
+def option_problems(config: RoundConfig, found: list[Need] = ()) -> list[Need]:
+    """Options the stages would refuse for this model, found without running, loading or contacting
+    anything: the model's own checks of its folders, the rankings source, the sampling values,
+    sampling from merged weights. `found`: the listing so far (a missing folder is not said twice)."""
+    from pipeline.models.base import SamplingParams
+    from pipeline.models.checkpoint import NoCheckpointOption, checkpoint_option
+    from pipeline.models.registry import song_model_class
+    from reward_model.rankings_source import source_problem
+
+    backend, problems = config.model.backend, []
+    if problem := source_problem(config.reward_model.rankings, backend):
+        problems.append(Need("option", "reward_model.rankings", config.reward_model.rankings, False, problem))
+    cls = song_model_class(backend)
+    if hasattr(cls, "check_sampling"):
+        s = config.sampling
+        params = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, cfg_coef=s.cfg_coef)
+        model = None
+        try:
+            model = cls(cls.options_class.model_validate(config.model.options))
+        except (OSError, ValueError, RuntimeError) as exc:  # e.g. a checkout without generate.py
+            if not any(n.key.startswith("model.options.") and not n.ok for n in found):
+                problems.append(Need("option", "model.options", backend, False, str(exc)))
+        try:
+            if model is not None:
+                model.check_sampling(params)
+        except ValueError as exc:
+            problems.append(Need("option", "sampling", backend, False, str(exc)))
+    try:
+        checkpoint_option(backend)
+    except NoCheckpointOption as exc:
+        problems.append(Need("option", "sweep", backend, False, str(exc)))
+    return problems
 
 
 def _walk(node: BaseModel, prefix: str, found: list[Need]) -> None:
@@ -106,11 +144,13 @@ def _walk(node: BaseModel, prefix: str, found: list[Need]) -> None:
             continue
         if isinstance(value, BaseModel):
             _walk(value, key, found)
-        elif need == "endpoint":
+        elif need == "endpoint" or (need == "source" and str(value).startswith(("http://", "https://"))):
             found.append(Need("endpoint", key, str(value), True, "not contacted here; checked when its stage starts"))
+        elif need == "source" and str(value) in extra.get("keywords", ()):
+            continue  # a built-in source (e.g. the simulated crowd), not a path
         elif need == "model" and not _looks_like_path(str(value)):
             found.append(Need("model", key, str(value), True, "a model name: the backend loads it by name"))
-        elif isinstance(value, Path) or need in ("path", "model"):
+        elif isinstance(value, Path) or need in ("path", "model", "source"):
             path = Path(value)
             found.append(Need("path", key, str(value), path.exists(), "found" if path.exists() else "missing"))
 

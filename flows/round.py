@@ -21,7 +21,7 @@ from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
 import data_cards
 from flows.limits import ensure_limit, holding_slot, set_torch_threads, stage_limit
 from flows.runners import ray_remote_options, ray_session, task_runner
-from flows.stages import make_stage, run_if_cached, stages_until
+from flows.stages import make_stage, record_stop, run_if_cached, runnable_parts, stages_until
 from pipeline.config import RoundConfig
 from pipeline.manifest import open_round
 from pipeline.stages.base import ShardResult, ShardSpec
@@ -45,12 +45,14 @@ def _report(event: str, stage: str, payload: object) -> None:
 @task(cache_policy=NO_CACHE, task_run_name="{stage_name}-shard-{spec.index}")
 def build_shard(round_url: str, config: dict, stage_name: str, spec: ShardSpec, gpu_limit: str | None = None,
                 torch_threads: int | None = None) -> ShardResult:  # fmt: skip
-    stage = make_stage(stage_name, RoundConfig.model_validate(config), RoundStore(round_url))
+    round_config = RoundConfig.model_validate(config)
+    stage = make_stage(stage_name, round_config, RoundStore(round_url))
     if stage.store.exists(spec.filename):  # finished work holds no GPU slot
         return stage.run_shard(spec)
     if torch_threads:
         set_torch_threads(torch_threads)
-    with holding_slot(gpu_limit):
+    # a shard on several GPUs (dpo.processes) holds as many slots, at most all of them
+    with holding_slot(gpu_limit, min(stage.gpus_per_shard, round_config.orchestration.gpu.slots)):
         return stage.run_shard(spec)
 
 
@@ -112,14 +114,19 @@ def _summary_markdown(stage_name: str, record: dict) -> str:
 
 @flow(name="alignment-round")
 def alignment_round(round_url: str, config: dict, stages: list[str] | None = None) -> dict:
-    """Run `stages` in order (default: every stage); returns each stage's manifest record."""
+    """Run `stages` in order (default: every stage); returns each stage's manifest record. A model
+    without a trainable-policy plugin stops before pairs: the reason goes to the manifest (`stopped`)."""
     store = RoundStore(round_url)
-    open_round(store, RoundConfig.model_validate(config))
-    orchestration = RoundConfig.model_validate(config).orchestration
+    round_config = RoundConfig.model_validate(config)
+    open_round(store, round_config)
+    names, stop = runnable_parts(stages or stages_until(None), round_config)
     records = {}
-    with ray_session(orchestration):
-        for name in stages or stages_until(None):
-            records[name] = stage_flow.with_options(task_runner=task_runner(orchestration, name))(round_url, config, name)
+    with ray_session(round_config.orchestration):
+        for name in names:
+            records[name] = stage_flow.with_options(task_runner=task_runner(round_config.orchestration, name))(round_url, config, name)
+    if stop:
+        record_stop(store, stop)
+        _report("stopped", stop["before"], stop)
     return records
 
 
@@ -135,8 +142,12 @@ def run_round(
     heartbeats = {} if "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" in os.environ else {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
     try:
         if not PREFECT_API_URL.value():  # a finished round needs no temporary server to be told so
-            records = run_if_cached(stages, config, RoundStore(round_url), _report)
+            names, stop = runnable_parts(stages, config)
+            records = run_if_cached(names, config, RoundStore(round_url), _report)
             if records is not None:
+                if stop:
+                    record_stop(RoundStore(round_url), stop)
+                    _report("stopped", stop["before"], stop)
                 return records
         with temporary_settings(updates=heartbeats):
             return alignment_round(round_url, config.resolved(), stages)

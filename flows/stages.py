@@ -45,6 +45,31 @@ def stages_until(until: str | None) -> list[str]:
     return [part for name in wanted for part in stage_parts(name)]
 
 
+# Stages that train, merge or re-sample the policy: they need a trainable-policy plugin.
+TRAINING_STAGES = ("pairs", "dpo", "merge", "sweep", "ablation")
+
+
+def runnable_parts(parts: list[str], config: RoundConfig) -> tuple[list[str], dict | None]:
+    """The parts that can run in order, and why the round stops before the others: a backend
+    without a trainable-policy plugin runs through reward_model and stops before pairs.
+    The stop is {"before": part, "backend": name, "reason": one line}, or None."""
+    from pipeline.models.registry import is_trainable, not_trainable_reason
+
+    backend = config.model.backend
+    cut = next((i for i, part in enumerate(parts) if part.split("/")[0] in TRAINING_STAGES), None)
+    if cut is None or is_trainable(backend):
+        return list(parts), None
+    return list(parts[:cut]), {"before": parts[cut], "backend": backend,
+                               "reason": f"stopped before {parts[cut]}: {not_trainable_reason(backend)}"}  # fmt: skip
+
+
+def record_stop(store: RoundStore, stop: dict) -> None:
+    """The stop in the manifest (`stopped`), beside the stages that ran; the next run clears it."""
+    from pipeline.manifest import annotate_round, now
+
+    annotate_round(store, "stopped", {**stop, "at": now()})
+
+
 def make_stage(part: str, config: RoundConfig, store: RoundStore) -> Stage:
     """The stage object for one part ("pairs", "scores/per", "dpo/joint"); ValueError for an unknown name."""
     if part not in all_parts():

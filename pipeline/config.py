@@ -29,6 +29,7 @@ SECTIONS_GROUP = "songpref.config"
 
 
 UNHASHED_SECTIONS = ("orchestration", "rounds")  # how and where a round runs, not what it makes
+# A section may also name fields of its own that say how it runs (`UNHASHED_FIELDS`, e.g. dpo.processes).
 
 
 class ConfigError(ValueError):
@@ -147,13 +148,15 @@ class RoundConfig(RegisteredSection):
 
     @model_validator(mode="after")
     def _continue_the_parent(self):
-        if self.parent is None or "checkpoint" in self.model.options:
+        if self.parent is None:
             return self
-        from pipeline.models.registry import song_model_class
+        from pipeline.models.checkpoint import NoCheckpointOption, checkpoint_option
 
-        if "checkpoint" not in song_model_class(self.model.backend).options_class.model_fields:
-            raise ValueError(f"parent: model.backend {self.model.backend!r} has no checkpoint option to continue from")
-        self.model.options["checkpoint"] = str(Path(self.parent) / "sweep" / "chosen")
+        try:
+            key = checkpoint_option(self.model.backend)
+        except NoCheckpointOption as exc:
+            raise ValueError(f"parent: {exc}") from None
+        self.model.options.setdefault(key, str(Path(self.parent) / "sweep" / "chosen"))
         return self
 
     def resolved(self) -> dict:
@@ -161,7 +164,13 @@ class RoundConfig(RegisteredSection):
 
     def digest(self) -> str:
         """The hash of everything that shapes the round's outputs (orchestration and rounds do not)."""
-        return digest_json({k: v for k, v in self.resolved().items() if k not in UNHASHED_SECTIONS})
+        hashed = {}
+        for key, value in self.resolved().items():
+            if key in UNHASHED_SECTIONS:
+                continue
+            unhashed = getattr(getattr(self, key, None), "UNHASHED_FIELDS", ())
+            hashed[key] = {k: v for k, v in value.items() if k not in unhashed} if unhashed else value
+        return digest_json(hashed)
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RoundConfig:

@@ -50,6 +50,7 @@ def read_manifest(store: RoundStore) -> dict:
 def open_round(store: RoundStore, config: RoundConfig) -> dict:
     """Create or update the manifest for `config`. Stages finished under another config turn 'stale'."""
     manifest = store.read_json(MANIFEST) if store.exists(MANIFEST) else {"stages": {}}
+    manifest.pop("stopped", None)  # a run that stops early says so again
     config_hash = config.digest()
     if manifest.get("config_hash") not in (None, config_hash):
         for record in manifest["stages"].values():

@@ -3,15 +3,13 @@ the Bradley-Terry head and quality control."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from reward_model.bradley_terry import RewardModelConfig
 from reward_model.crowd import CrowdConfig
 from reward_model.embeddings import EmbeddingConfig
 from reward_model.quality import QualityThresholds
+from reward_model.rankings_source import parse_source
 
 
 class RewardStageOptions(BaseModel):
@@ -19,8 +17,13 @@ class RewardStageOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    rankings: Literal["simulated"] | Path = Field(
-        "simulated", description="'simulated' (the embedded crowd) or a Parquet file of rankings in RANKINGS_SCHEMA."
+    rankings: str = Field(
+        "simulated",
+        description="Where the rankings come from: the annotation service's export file (Parquet or CSV), a campaign URL "
+        "of the service (http(s)://HOST/admin/campaigns/NAME, read with the admin token in $SONGPREF_ADMIN_TOKEN), or "
+        "'simulated': the embedded world's crowd, which ranks only the tiny model's songs (any other model.backend is "
+        "refused at plan time without a real source).",
+        json_schema_extra={"needs": "source", "keywords": ["simulated"]},
     )
     crowd: CrowdConfig = Field(default_factory=CrowdConfig, description="The simulated crowd (rankings: simulated).")
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig, description="Audio embeddings the head reads.")
@@ -28,6 +31,12 @@ class RewardStageOptions(BaseModel):
     quality: QualityThresholds = Field(
         default_factory=QualityThresholds, description="Quality control: which annotators are excluded before training."
     )
+
+    @field_validator("rankings")
+    @classmethod
+    def _a_rankings_source(cls, value: str) -> str:
+        parse_source(value)  # a URL that is not a campaign's, or a file of another kind, is refused here
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -1,7 +1,9 @@
 """The reward_model stage: rankings -> Bradley–Terry reward model -> scores/reward for every candidate.
 
 Two parts, each its own manifest record:
-- `reward_model`: one shard. It takes the round's rankings (in the embedded world a SIMULATED
+- `reward_model`: one shard. It takes the round's rankings (`reward_model.rankings`: the
+  annotation service's export file or campaign URL, for any model; see rankings_source.py), or
+  (the embedded world's default, tiny model only) a SIMULATED
   crowd ranking the candidates by a hidden musicality utility read from their token streams;
   labelled simulated in the rows, the manifest and eval.json), runs quality control on them
   (`quality`: Krippendorff's alpha, and annotators excluded for failing gold tasks, disagreeing
@@ -39,9 +41,11 @@ from reward_model.options import RewardStageOptions
 from reward_model.quality import assess, drop_flagged
 from reward_model.quality_report import render_quality_report
 from reward_model.rankings import RANKINGS_SCHEMA, rankings_to_pairs
+from reward_model.rankings_source import fetch_export, parse_source, rankings_from_parquet, read_rankings, source_problem
 from reward_model.score_kind import MODEL_DIR
 
 QUALITY_DIR = "reward_model"
+CAMPAIGN_SNAPSHOT = "rankings/campaign-export.parquet"  # a campaign URL's export, as the shard read it
 
 
 class RewardModelStage(Stage):
@@ -49,10 +53,17 @@ class RewardModelStage(Stage):
 
     def plan(self) -> list[ShardSpec]:
         options = self.config.reward_model
+        problem = source_problem(options.rankings, self.config.model.backend)
+        if problem:
+            raise ValueError(problem)
         candidates = finished_outputs(self.store, "candidates")
         inputs = {"candidates": {p: self.store.file_digest(p) for p in candidates}}
-        if options.rankings != "simulated":
+        source = parse_source(options.rankings)
+        if source.kind == "file":
             inputs["rankings_file_digest"] = _file_digest(Path(options.rankings))
+        elif source.kind == "campaign":  # fetched once: the shard trains on exactly the snapshot its key names
+            inputs["rankings_snapshot"] = CAMPAIGN_SNAPSHOT
+            inputs["rankings_snapshot_digest"] = self.store.write_bytes(CAMPAIGN_SNAPSHOT, fetch_export(source))
         params = {"options": options.model_dump(mode="json")}
         if options.embedding.backend == "features":  # changed descriptors must retrain, though the options did not change
             params["features_version"] = FEATURES_VERSION
@@ -61,7 +72,7 @@ class RewardModelStage(Stage):
     def build_shard(self, spec: ShardSpec) -> tuple[pa.Table, dict]:
         options = self.config.reward_model
         items, rows = _round_candidates(self.store)
-        rankings = self._rankings(options, rows)
+        rankings = self._rankings(options, rows, spec)
         quality = assess(rankings, options.quality)
         for name, data in render_quality_report(quality, options.quality).items():
             self.store.write_bytes(f"{QUALITY_DIR}/{name}", data)  # atomic: temporary sibling + rename
@@ -72,7 +83,7 @@ class RewardModelStage(Stage):
         ids, matrix, embed_errors = embedding_matrix(embeddings)
         # A ranking that shows a song we could not embed is left out whole: its other pairs would be biased.
         pairs = rankings_to_pairs(kept[kept["candidate_ids"].map(lambda c: not set(c) & set(embed_errors))], set(ids))
-        simulated = options.rankings == "simulated"
+        simulated = parse_source(options.rankings).kind == "simulated"
         model = RewardTrainer(options.training, ids, matrix, pairs, embedding=embedder.describe(), simulated=simulated).train()
         self._save(model)
         report = model.report
@@ -95,9 +106,13 @@ class RewardModelStage(Stage):
         """The one shard's report as it is (a sum over shards would turn `simulated` into 1)."""
         return {key: value for result in results for key, value in result.metrics.items()}
 
-    def _rankings(self, options: RewardStageOptions, rows: list[dict]) -> pd.DataFrame:
-        if options.rankings != "simulated":
-            rankings = pd.read_parquet(options.rankings)
+    def _rankings(self, options: RewardStageOptions, rows: list[dict], spec: ShardSpec) -> pd.DataFrame:
+        source = parse_source(options.rankings)
+        if source.kind != "simulated":
+            if source.kind == "campaign":
+                rankings = rankings_from_parquet(self.store.read_bytes(spec.inputs["rankings_snapshot"]), source.value)
+            else:
+                rankings = read_rankings(source)
             defaults = {"tied": False, "is_gold": False, "gold_answer": None, "duration_s": float("nan"), "simulated": False}
             return rankings.assign(**{k: v for k, v in defaults.items() if k not in rankings.columns})
         frame = pd.DataFrame(

@@ -126,15 +126,18 @@ def config_schema() -> None:
 def lyrics_validate(
     file: Annotated[Path, typer.Argument(help="LeVo jsonl: one record a line with idx and gt_lyric.")],
     max_tokens: Annotated[int, typer.Option(help="Lyric token limit (LeVo: 300).")] = 300,
+    fixed: Annotated[Optional[Path], typer.Option(help="Write the usable records here, warnings repaired (records with errors left out).")] = None,
 ) -> None:
-    """Check every record against LeVo's lyric rules; print each invalid record's idx and errors. Exit 1 if any is invalid."""
-    from pipeline.lyrics.format import validate_lyrics
+    """Check every record against LeVo's lyric rules; print each record's errors (LeVo cannot take the lyric: excluded)
+    and warnings (a style LeVo accepts: repaired, kept). Exit 1 if any record has an error."""
+    from pipeline.lyrics.format import fix_style, validate_lyrics
 
     try:
         lines = file.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         fail(f"{file}: cannot read: {exc}")
-    invalid = total = 0
+    invalid = warned = total = 0
+    usable = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -145,18 +148,31 @@ def lyrics_validate(
             idx = str(record.get("idx", idx)) if isinstance(record, dict) else idx
             lyric = record.get("gt_lyric") if isinstance(record, dict) else None
             if not isinstance(lyric, str):
-                problems = ["record has no gt_lyric string"]
+                problems = [("error", "record has no gt_lyric string")]
             else:
-                problems = [f"{p.code}: {p.message}" for p in validate_lyrics(lyric, max_tokens=max_tokens)]
+                problems = [(p.severity, f"{p.code}: {p.message}") for p in validate_lyrics(lyric, max_tokens=max_tokens)]
         except json.JSONDecodeError as exc:
-            problems = [f"not JSON: {exc}"]
+            problems = [("error", f"not JSON: {exc}")]
+        errors = sum(severity == "error" for severity, _ in problems)
+        invalid, warned = invalid + bool(errors), warned + bool(problems and not errors)
+        if not errors:
+            usable.append({**record, "gt_lyric": fix_style(lyric)} if problems else record)
         if problems:
-            invalid += 1
-            typer.echo(f"idx {idx} (line {number}):")
-            for problem in problems:
-                typer.echo(f"  - {problem}")
-    typer.echo(f"{invalid} of {total} records invalid")
+            typer.echo(f"idx {idx} (line {number}): {errors} error(s), {len(problems) - errors} warning(s)")
+            for severity, problem in problems:
+                typer.echo(f"  - {severity} {problem}")
+    typer.echo(f"{invalid} of {total} records invalid (errors: excluded); {warned} with warnings only (repaired, kept)")
+    if fixed is not None:
+        _write_text_atomically(fixed, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in usable))
+        typer.echo(f"wrote {len(usable)} usable records to {fixed}")
     raise typer.Exit(1 if invalid else 0)
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 @lyrics_app.command("to-yue")
@@ -187,10 +203,7 @@ def conditions_export(
         for relpath in finished_outputs(store, "conditions")
         for row in store.read_table(relpath).to_pylist()
     ]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(out)
+    _write_text_atomically(out, "\n".join(lines) + "\n")
     console.print(f"wrote {len(lines)} records to {out}")
 
 

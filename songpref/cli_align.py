@@ -18,16 +18,22 @@ STRATEGY_HELP = f"A preference ({', '.join(registered_names('songpref.preference
 def dpo_command(
     round_dir: RoundArg,
     strategy: Annotated[str, typer.Option("--strategy", "-s", help=STRATEGY_HELP)] = "all",
+    gpus: Annotated[Optional[int], typer.Option("--gpus", help="Train each run on this many processes, one per GPU "
+                                                "(dpo.processes; gloo on CPU); the pairs per step stay the same.")] = None,
     set_: SetOpt = None,
 ) -> None:
-    """Train DPO on a round's pairs of one strategy (dpo/<strategy>/); a killed run resumes from its last checkpoint."""
+    """Train DPO on a round's pairs of one strategy (dpo/<strategy>/); a killed run resumes from its last checkpoint,
+    on any number of GPUs."""
     from pipeline.preferences import strategy_names
 
     names = strategy_names()
     if strategy != "all" and strategy not in names:
         fail(f"--strategy {strategy!r}: not a strategy; strategies are: {', '.join(names)}, all")
+    if gpus is not None and gpus < 1:
+        fail(f"--gpus {gpus}: must be at least 1")
     parts = [f"dpo/{s}" for s in (names if strategy == "all" else (strategy,))]
-    run_stages(round_dir, round_config(round_dir, set_), parts)
+    overrides = [*(set_ or []), *([f"dpo.processes={gpus}"] if gpus is not None else [])]
+    run_stages(round_dir, round_config(round_dir, overrides), parts)
 
 
 def sweep_command(

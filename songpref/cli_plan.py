@@ -17,7 +17,8 @@ def plan_command(
     set_: SetOpt = None,
 ) -> None:
     """Check a config (exit 2 on a problem) and list every stage part and shard a round would build and every
-    path, endpoint and model it needs (exit 1 if a path is missing). Runs, loads and contacts nothing."""
+    path, endpoint and model it needs and every stage option its model would refuse, all in one listing (exit 1 if
+    a path is missing or an option refused). Runs, loads and contacts nothing."""
     from rich.table import Table
 
     from flows.plan import needs, plan_round
@@ -43,13 +44,15 @@ def plan_command(
         table.add_row(part.part, str(part.shards), part.builds, *([part.recorded] if out else []))
     console.print(table)
     found = needs(cfg)
-    listing = Table(title="paths, endpoints and models the config needs")
+    listing = Table(title="paths, endpoints and models the config needs, and options its stages would refuse")
     for column in ("kind", "key", "value", "check"):
         listing.add_column(column, overflow="fold")
     for need in found:
         listing.add_row(need.kind, need.key, need.value, need.note if need.ok else f"[red]{need.note}[/red]")
     console.print(listing if found else "the config needs no paths, endpoints or models beyond what songpref ships")
-    missing = [n for n in found if not n.ok]
+    missing = [n for n in found if not n.ok and n.kind != "option"]
+    refused = [n for n in found if not n.ok and n.kind == "option"]
+    problems = ([f"{len(missing)} missing path(s)"] if missing else []) + ([f"{len(refused)} refused option(s)"] if refused else [])
     console.print(f"{sum(p.shards for p in parts)} shards in {len(parts)} stage parts; "
-                  + (f"[red]{len(missing)} missing path(s)[/red]" if missing else "every path found"))  # fmt: skip
-    raise typer.Exit(1 if missing else 0)
+                  + (f"[red]{', '.join(problems)}[/red]" if problems else "every path found, every option accepted"))  # fmt: skip
+    raise typer.Exit(1 if problems else 0)

@@ -89,3 +89,5 @@ def print_status(round_dir: str) -> None:
         metrics = ", ".join(f"{k}={v}" for k, v in record.get("metrics", {}).items() if isinstance(v, (int, float)))
         table.add_row(name, record["status"], str(record.get("rows", "")), str(record.get("seconds", "")), metrics)
     Console().print(table)
+    if manifest.get("stopped"):
+        console.print(manifest["stopped"]["reason"], style="yellow", markup=False, highlight=False)

@@ -94,9 +94,10 @@ def test_invalid_lyrics_in_conditions_are_skipped_and_counted(tmp_path):
     path = f"conditions/{next(iter(records['conditions']['outputs']))}"
     table = store.read_table(path)
     rows = table.to_pylist()
-    rows[0]["lyric"] = "[verse] no closing section tag and no full stop"
+    rows[0]["lyric"] = "[verse] Hello there. ; a section without its structure tag."  # an error: skipped
+    rows[1]["lyric"] = "[intro-short]; [verse] no full stop at the end"  # warnings only: sampled, repaired
     store.write_table(path, pa.Table.from_pylist(rows, schema=table.schema))
     config = RoundConfig.model_validate(read_manifest(store)["config"])
     record = run_stage_locally("candidates", config, store)
     assert record["status"] == "done" and record["rows"] == 10
-    assert record["metrics"]["skipped_invalid_lyrics"] == 1
+    assert record["metrics"]["skipped_invalid_lyrics"] == 1 and record["metrics"]["repaired_lyrics"] == 1

@@ -112,14 +112,20 @@ def test_conditions_export_for_levo(tmp_path, server_env):
     assert all({"idx", "gt_lyric", "descriptions"} <= set(r) and ("prompt_audio_path" in r) != ("auto_prompt_audio_type" in r) for r in records)
 
 
-def test_lyrics_validate_flags_exactly_the_broken_levo_records(levo_reference):
-    result = songpref("lyrics", "validate", levo_reference / "test100_v2_sg_des.jsonl")
+def test_lyrics_validate_flags_exactly_the_broken_levo_records(levo_reference, tmp_path):
+    fixed = tmp_path / "fixed.jsonl"
+    result = songpref("lyrics", "validate", levo_reference / "test100_v2_sg_des.jsonl", "--fixed", fixed)
     assert result.returncode == 1
-    flagged = {line.split()[1] for line in result.stdout.splitlines() if line.startswith("idx ")}
-    assert flagged == {str(i) for i in range(1, 29)}
-    assert "28 of 100 records invalid" in result.stdout
+    flagged = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("idx ")}
+    assert set(flagged) == {str(i) for i in range(1, 29)}
+    assert {idx for idx, line in flagged.items() if " 0 error(s)" not in line} == {"9", "10"}
+    assert "2 of 100 records invalid (errors: excluded); 26 with warnings only (repaired, kept)" in result.stdout
     record_9 = result.stdout.split("idx 9 ")[1].split("idx 10 ")[0]
-    assert "missing_tag" in record_9 and "单选题" in record_9
+    assert "error missing_tag" in record_9 and "单选题" in record_9 and "warning separator" in record_9
+    kept = [json.loads(line) for line in fixed.read_text(encoding="utf-8").splitlines()]
+    assert len(kept) == 98 and {"9", "10"}.isdisjoint(r["idx"] for r in kept)
+    again = songpref("lyrics", "validate", fixed)
+    assert again.returncode == 0 and "0 of 98 records invalid (errors: excluded); 0 with warnings only" in again.stdout
 
 
 def test_lyrics_validate_clean_file_and_bad_lines(tmp_path):

@@ -16,6 +16,7 @@ import soundfile as sf
 
 from pipeline.models.base import CandidateRequest, SamplingParams
 from pipeline.models.levo import UPSTREAM_SEED_PATCH, LevoError, LevoOptions, LevoSongModel
+from pipeline.models.levo_sampling import UPSTREAM_SAMPLING_PATCH, LevoSamplingError
 
 STANDIN = Path(__file__).resolve().parent / "levo_standin"
 COMMAND = ["{python}", "generate.py", "{checkpoint_dir}", "{input_jsonl}", "{save_dir}", "--separate"]
@@ -74,7 +75,7 @@ def test_levo_adapter_with_standin_script_writes_stems_per_candidate(tmp_path, c
     described = model.describe()
     assert described["backend"] == "levo" and described["seed_honoured"] is True
     assert described["seed_patch_present"] is True
-    assert described["sampling"]["forwarded"] is False
+    assert described["sampling"]["forwarded"] == {k: "$SONGPREF_SAMPLING" for k in ("cfg_coef", "temperature", "top_k", "top_p")}
     assert described["checkpoint_fingerprint"]
 
 
@@ -150,13 +151,23 @@ def test_levo_adapter_with_standin_script_missing_stems_fail_with_hint(tmp_path,
     assert results[0].error is None and set(results[0].audio) == {"mix"}
 
 
-def test_levo_adapter_with_standin_script_nonzero_exit_reports_stderr(tmp_path, standin_log):
-    model = make_model(tmp_path / "no-such-ckpt", standin_log)
-    results = model.sample([CandidateRequest("x", condition("c-1"), seed=1), CandidateRequest("y", condition("c-2"), seed=2)],
-                           PARAMS, tmp_path / "out")  # fmt: skip
+def test_levo_adapter_with_standin_script_nonzero_exit_reports_stderr(tmp_path, ckpt, standin_log):
+    missing_clip = str(tmp_path / "no-such-clip.wav")
+    requests = [CandidateRequest("x", condition("c-1", clip=missing_clip, auto=None), seed=1),
+                CandidateRequest("y", condition("c-2", clip=missing_clip, auto=None), seed=2)]  # fmt: skip
+    results = make_model(ckpt, standin_log).sample(requests, PARAMS, tmp_path / "out")
     for result in results:
         assert result.candidate_id in result.error
-        assert "exited with status 1" in result.error and "no-such-ckpt" in result.error and "not found" in result.error
+        assert "exited with status 1" in result.error and "no-such-clip" in result.error and "not found" in result.error
+
+
+def test_levo_adapter_refuses_a_folder_that_is_not_a_songgeneration_checkpoint(tmp_path, standin_log):
+    merged = tmp_path / "merged"  # what a merge of Hugging Face weights writes
+    merged.mkdir()
+    (merged / "config.json").write_text("{}")
+    with pytest.raises(LevoError, match=r"levo.checkpoint_dir: .*merged has no config.yaml"):
+        make_model(merged, standin_log).sample([CandidateRequest("x", condition("c-1"), seed=1)], PARAMS, tmp_path / "out")
+    assert calls(standin_log) == []
 
 
 def test_levo_adapter_with_standin_script_timeout_is_an_error(tmp_path, ckpt, standin_log):
@@ -181,3 +192,61 @@ def test_levo_adapter_options_reject_unknown_fields_and_placeholders(tmp_path, c
     with pytest.raises(LevoError, match="placeholder"):
         LevoSongModel(LevoOptions(repo_dir=STANDIN, checkpoint_dir=ckpt, command=["{python}", "generate.py", "{ckpt}"]))
     assert all(field.description for field in LevoOptions.model_fields.values())
+
+
+# --- sampling and checkpoints ------------------------------------------------------------
+
+
+def test_levo_adapter_forwards_temperature_top_k_and_cfg_coef(tmp_path, ckpt, standin_log):
+    command = [*COMMAND, "--temperature={temperature}", "--top-k={top_k}"]  # flag-style placeholders, beside the env
+    model = make_model(ckpt, standin_log, command=command)
+    params = SamplingParams(temperature=1.25, top_k=30, cfg_coef=2.0)
+    results = model.sample([CandidateRequest("x", condition("c-1"), seed=1)], params, tmp_path / "out")
+    assert results[0].error is None
+    call = calls(standin_log)[0]
+    assert call["sampling"] == {"cfg_coef": 2.0, "temperature": 1.25, "top_k": 30, "top_p": 0.0}
+    assert "--temperature=1.25" in call["argv"] and "--top-k=30" in call["argv"]
+    nucleus = model.sample([CandidateRequest("y", condition("c-1"), seed=2)], SamplingParams(top_p=0.8), tmp_path / "o2")
+    assert nucleus[0].error is None and calls(standin_log)[1]["sampling"]["top_p"] == 0.8
+    assert calls(standin_log)[1]["sampling"]["cfg_coef"] == 1.5  # cfg_coef: null is upstream's
+
+
+def test_levo_adapter_refuses_sampling_an_unpatched_script_cannot_take(tmp_path, ckpt, standin_log):
+    unpatched = make_model(ckpt, standin_log, sampling_env="SONGPREF_OTHER_SAMPLING")
+    assert unpatched.describe()["sampling"]["forwarded"] == {}
+    with pytest.raises(LevoSamplingError, match=r"sampling.temperature 1.1 \(the script's: 0.9\)") as refused:
+        unpatched.sample([CandidateRequest("x", condition("c-1"), seed=1)], SamplingParams(temperature=1.1, top_k=50),
+                         tmp_path / "out")  # fmt: skip
+    assert "top_k" not in str(refused.value) and "UPSTREAM_SAMPLING_PATCH" in str(refused.value)
+    assert calls(standin_log) == []
+    upstream = SamplingParams(temperature=0.9, top_k=50, cfg_coef=1.5)  # upstream's own values need no forwarding
+    assert unpatched.sample([CandidateRequest("x", condition("c-1"), seed=1)], upstream, tmp_path / "o2")[0].error is None
+    flags = make_model(ckpt, standin_log, sampling_env="SONGPREF_OTHER_SAMPLING", command=[*COMMAND, "--temp={temperature}"])
+    flags.check_sampling(SamplingParams(temperature=1.1, top_k=50))
+    with pytest.raises(LevoSamplingError, match=r"sampling.top_k 10 .*\{top_k\}"):
+        flags.check_sampling(SamplingParams(temperature=1.1, top_k=10))
+    with pytest.raises(LevoSamplingError, match="top_p alone"):
+        make_model(ckpt, standin_log).check_sampling(SamplingParams(top_k=50, top_p=0.9))
+    assert "SONGPREF_SAMPLING" in UPSTREAM_SAMPLING_PATCH and "top_k" in UPSTREAM_SAMPLING_PATCH
+
+
+def test_levo_adapter_fails_candidates_when_the_script_does_not_confirm_sampling(tmp_path, ckpt, standin_log):
+    model = make_model(ckpt, standin_log, env={"STANDIN_LOG": str(standin_log), "STANDIN_FORGET_SAMPLING": "1"})
+    result = model.sample([CandidateRequest("x", condition("c-1"), seed=1)], SamplingParams(), tmp_path / "out")[0]
+    assert result.audio == {} and "did not confirm the sampling" in result.error
+
+
+def test_levo_checkpoint_option_and_sampling_refusal_at_plan_time(tmp_path, ckpt):
+    from pipeline.config import RoundConfig
+    from pipeline.models.checkpoint import options_with_checkpoint
+    from pipeline.stages.candidates import CandidatesStage
+    from pipeline.store import RoundStore
+
+    options = {"repo_dir": str(STANDIN), "checkpoint_dir": str(ckpt), "python": sys.executable,
+               "sampling_env": "SONGPREF_OTHER_SAMPLING"}  # fmt: skip
+    assert options_with_checkpoint("levo", options, tmp_path / "merged")["checkpoint_dir"] == str(tmp_path / "merged")
+    assert "checkpoint" not in options_with_checkpoint("levo", options, tmp_path / "merged")  # LevoOptions would refuse it
+    assert options_with_checkpoint("tiny", {}, tmp_path / "m") == {"checkpoint": str(tmp_path / "m")}
+    config = RoundConfig.model_validate({"model": {"backend": "levo", "options": options}, "sampling": {"temperature": 1.3}})
+    with pytest.raises(LevoSamplingError, match="sampling.temperature 1.3"):
+        CandidatesStage(config, RoundStore(str(tmp_path / "round"))).plan()

@@ -16,12 +16,12 @@ from pipeline.lyrics.format import (
     detect_language,
     estimate_tokens,
     normalize_for_dedup,
-    repair_lyrics,
     section_language,
     split_sections,
     to_yue,
     validate_lyrics,
 )
+from pipeline.lyrics.repair import repair_lyrics
 
 SHARED_LEVO = Path(__file__).resolve().parents[2] / "shared/reference/levo"
 LEVO_TEST_SET = SHARED_LEVO / "test100_v2_sg_des.jsonl"
@@ -137,7 +137,7 @@ def test_unknown_tag_suggests_nearest():
 
 def test_second_tag_without_separator():
     err = only_error("[verse] Hello. [chorus] Sing.")
-    assert (err.code, err.section) == ("separator", 0)
+    assert (err.code, err.section, err.severity) == ("tag_inside_section", 0, "error")
     assert "[chorus]" in err.message
 
 
@@ -154,13 +154,24 @@ def test_instrumental_with_lyrics():
     assert "[inst-short]" in err.message and "la la la" in err.message
 
 
-def test_non_ascii_punctuation_lists_characters():
+def test_full_width_punctuation_is_a_warning_listing_characters():
     err = only_error("[verse] 我爱你，你爱我。再见！ ; [chorus] 带我回家")
-    assert (err.code, err.section) == ("non_ascii_punctuation", 0)
+    assert (err.code, err.section, err.severity) == ("full_width_punctuation", None, "warning")
     assert all(c in err.message for c in "，。！")
     err = only_error("[verse] Don\u2019t let go.")
-    assert err.code == "non_ascii_punctuation" and "\u2019" in err.message
+    assert err.code == "full_width_punctuation" and "\u2019" in err.message
     assert validate_lyrics("[verse] Cafés hum with songs.") == []  # a non-ASCII letter is fine
+
+
+def test_full_width_separator_is_read_as_a_separator():
+    # Mapped before parsing: a full-width ';' separates sections, so no tag sits inside a section.
+    assert codes("[verse] 我爱你 ； [chorus] 带我回家") == ["full_width_punctuation"]
+
+
+def test_unmapped_non_ascii_punctuation_is_an_error():
+    err = only_error("[verse] Sing along \u266a.")
+    assert (err.code, err.section, err.severity) == ("non_ascii_punctuation", 0, "error")
+    assert "\u266a" in err.message
 
 
 def test_en_section_must_end_with_period():
@@ -207,8 +218,11 @@ def test_levo_test_set_flags_exactly_the_broken_records(levo_records):
     assert len(levo_records) == 100
     flagged = {idx: [e.code for e in validate_lyrics(lyric)] for idx, lyric in levo_records.items()}
     flagged = {idx: found for idx, found in flagged.items() if found}
-    # Records 1-28 write `[intro-medium];` (and some `text;`) without the space before ';'.
+    # Records 1-28 write `[intro-medium];` (and some `text;`) without the space before ';': a
+    # warning; 9 and 10 also have a section without a structure tag: an error.
     assert set(flagged) == {str(i) for i in range(1, 29)}
+    errors = {idx for idx, lyric in levo_records.items() if any(e.severity == "error" for e in validate_lyrics(lyric))}
+    assert errors == {"9", "10"}
     for idx, found in flagged.items():
         expected = {"separator", "missing_tag"} if idx in {"9", "10"} else {"separator"}
         assert set(found) == expected, (idx, found)

@@ -1,5 +1,7 @@
 """`orchestration.task_runner: ray`: a round through prefect-ray's RayTaskRunner on a real local
-Ray head (started here, stopped by its pid) writes the same bytes as the thread runner."""
+Ray head (started here, stopped by its pid) writes the same bytes as the thread runner, with
+shards spread over GPUs by `num_gpus` (the head declares two; on a CPU host they are only labels
+Ray hands out through CUDA_VISIBLE_DEVICES, as it does on a GPU host)."""
 
 import os
 import signal
@@ -22,7 +24,7 @@ RAY = Path(sys.executable).with_name("ray")
 def ray_head(tmp_path_factory):
     port, log = free_port(), tmp_path_factory.mktemp("ray") / "head.log"
     with open(log, "wb") as out:
-        head = subprocess.Popen([str(RAY), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
+        head = subprocess.Popen([str(RAY), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2", "--num-gpus", "2",
                                  "--include-dashboard=false", "--disable-usage-stats", "--block"],
                                 env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
@@ -48,7 +50,9 @@ def test_ray_runner_writes_the_thread_runners_bytes(ray_head, tmp_path, prefect_
     raw = {"seed": 6, "lyrics": {"count": 24, "shard_size": 8}}
     threads = run_round(str(tmp_path / "threads"), RoundConfig.model_validate(raw), ["lyrics", "conditions"])
     on_ray = RoundConfig.model_validate({**raw, "orchestration": {"task_runner": "ray", "ray": {"address": ray_head},
-                                                                  "stages": {"conditions": {"num_cpus": 0.5}}}})  # fmt: skip
+                                                                  "stages": {"conditions": {"num_cpus": 0.5, "num_gpus": 1}}}})  # fmt: skip
     records = run_round(str(tmp_path / "ray"), on_ray, ["lyrics", "conditions"])
     assert records["conditions"]["metrics"]["shards_built"] == threads["conditions"]["metrics"]["shards_built"] == 3
     assert _shards(tmp_path / "ray") == _shards(tmp_path / "threads") and len(_shards(tmp_path / "ray")) == 6
+    # each conditions shard was given one GPU of the two; the thread runner's were given none
+    assert set(records["conditions"]["metrics"]["gpus"]) <= {"0", "1"} and "gpus" not in threads["conditions"]["metrics"]

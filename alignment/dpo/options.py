@@ -9,7 +9,7 @@ then `per_strategy.<name>`; every key of an override is checked like the default
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_serializer
 
@@ -44,7 +44,9 @@ class DpoOptions(BaseModel):
     learning_rate: float = Field(5e-5, gt=0, description="DPOConfig.learning_rate.")
     epochs: float = Field(1.0, gt=0, description="DPOConfig.num_train_epochs.")
     max_steps: int = Field(-1, description="DPOConfig.max_steps; -1: as many as `epochs` give.")
-    batch_size: int = Field(4, ge=1, description="Pairs per device and step (DPOConfig.per_device_train_batch_size).")
+    batch_size: int = Field(4, ge=1, description="Pairs per micro-batch over all processes: each of the stage's `processes` "
+                            "takes batch_size / processes (DPOConfig.per_device_train_batch_size), so a step sees the "
+                            "same pairs on any process count.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="DPOConfig.gradient_accumulation_steps.")
     warmup_steps: int = Field(0, ge=0, description="DPOConfig.warmup_steps.")
     lora: LoraOptions | None = Field(None, description="Train a LoRA adapter instead of every weight; null: full fine-tuning.")
@@ -72,21 +74,46 @@ class DpoOptions(BaseModel):
     threads: int | None = Field(None, ge=1, description="torch CPU threads; null: torch's default.")
     device: Literal["auto", "cpu"] = Field("auto", description="'cpu' forces the CPU even where a GPU is present.")
 
-    def dpo_config(self, output_dir: Path, seed: int):
+    def per_process(self, processes: int) -> tuple[int, int]:
+        """(pairs per process and micro-batch, micro-batches per step) on `processes` processes: the
+        pairs of an optimizer step, batch_size x gradient_accumulation_steps, are the same on any count."""
+        if self.batch_size % processes == 0:
+            return self.batch_size // processes, self.gradient_accumulation_steps
+        if self.gradient_accumulation_steps % processes == 0:
+            return self.batch_size, self.gradient_accumulation_steps // processes
+        raise ValueError(f"dpo: batch_size {self.batch_size} x gradient_accumulation_steps {self.gradient_accumulation_steps} "
+                         f"pairs per step cannot be split evenly over {processes} processes; make batch_size or "
+                         f"gradient_accumulation_steps a multiple of {processes}")  # fmt: skip
+
+    def dpo_config(self, output_dir: Path, seed: int, processes: int = 1, sharding: str = "ddp",
+                   wrap_layers: list[str] | None = None):  # fmt: skip
+        """TRL's DPOConfig for this run on `processes` processes (launched by torch.distributed.run);
+        `wrap_layers`: the block classes FSDP shards one by one (null: the model's `_no_split_modules`)."""
         import torch
         from trl import DPOConfig
 
+        batch, accumulate = self.per_process(processes)
+        cpu = self.device == "cpu" or not torch.cuda.is_available()
+        parallel = {}
+        if processes > 1:
+            parallel["ddp_backend"] = "gloo" if cpu else "nccl"
+        if processes > 1 and sharding == "fsdp":
+            # Saved whole (FULL_STATE_DICT), so a checkpoint resumes on another process count.
+            fsdp = {"state_dict_type": "FULL_STATE_DICT", "use_orig_params": True, "sync_module_states": True}
+            if wrap_layers:
+                fsdp["transformer_layer_cls_to_wrap"] = wrap_layers
+            parallel |= {"fsdp": "full_shard auto_wrap", "fsdp_config": fsdp}
         return DPOConfig(
             output_dir=str(output_dir), seed=seed, data_seed=seed, beta=self.beta, loss_type=self.loss_type,
             loss_weights=self.loss_weights,
             learning_rate=self.learning_rate, num_train_epochs=self.epochs, max_steps=self.max_steps,
-            per_device_train_batch_size=self.batch_size, per_device_eval_batch_size=self.batch_size,
-            gradient_accumulation_steps=self.gradient_accumulation_steps, warmup_steps=self.warmup_steps,
+            per_device_train_batch_size=batch, per_device_eval_batch_size=batch,
+            gradient_accumulation_steps=accumulate, warmup_steps=self.warmup_steps,
             precompute_ref_log_probs=self.precompute_ref_log_probs, max_length=self.max_length,
             save_strategy="steps", save_steps=self.save_steps, save_total_limit=2, logging_steps=self.logging_steps,
-            report_to=self.report_to, bf16=False, fp16=False, use_cpu=self.device == "cpu" or not torch.cuda.is_available(),
+            report_to=self.report_to, bf16=False, fp16=False, use_cpu=cpu,
             dataloader_num_workers=0, disable_tqdm=False, eval_strategy="no", save_only_model=False,
-            gradient_checkpointing=self.gradient_checkpointing,
+            gradient_checkpointing=self.gradient_checkpointing, **parallel,
         )  # fmt: skip
 
     def peft_config(self):
@@ -130,6 +157,17 @@ class DpoStageOptions(BaseModel):
         default_factory=dict, description="Per-strategy overrides of `defaults`, keyed by strategy name."
     )
     kl_samples: int = Field(8, ge=0, description="Songs sampled on held-out prompts for the KL estimate (tiny policy).")
+    processes: int = Field(1, ge=1, le=1024, description="Processes each run trains on, one per GPU (torch.distributed "
+                           "through accelerate; gloo on CPU). The pairs per step stay batch_size x "
+                           "gradient_accumulation_steps on any count, so a run resumes on another count "
+                           "(`songpref dpo --gpus N` sets it).")  # fmt: skip
+    sharding: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="With processes > 1: ddp (each GPU holds the whole policy and its optimizer: LoRA, or a "
+        "policy that fits one GPU) or fsdp (parameters, gradients and optimizer states sharded over the GPUs: full "
+        "fine-tuning of a large policy). Checkpoints are written whole either way."
+    )
+    # How a run is spread, not what it trains: left out of the config hash and of the runs' keys.
+    UNHASHED_FIELDS: ClassVar[tuple[str, ...]] = ("processes", "sharding")
 
     @field_validator("strategies", "per_strategy")
     @classmethod

@@ -9,7 +9,8 @@ by its pairs files, the policy checkpoint and the resolved run options. A run wr
   KL estimate against the reference;
 - the shard's rows: the training log (step, loss, reward accuracy, margins, ...).
 A strategy whose pairs are empty is skipped and says so; options come from the config's `dpo`
-section (`alignment.dpo.options.DpoStageOptions`).
+section (`alignment.dpo.options.DpoStageOptions`). With `dpo.processes` > 1 the run trains on
+that many processes, one per GPU (`alignment.dpo.distributed`), and resumes on any count.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from alignment.policy import kl_estimate, load_policy, policy_folder
 from pipeline.conditions import round_conditions
 from pipeline.digest import derive_seed, model_dir_digest
 from pipeline.manifest import read_manifest
-from pipeline.models.tiny.song_model import checkpoint_digest
+from pipeline.models.registry import trainable_policy
 from pipeline.pairs.dataset import dataset_files
 from pipeline.preferences import JOINT, preferences
 from pipeline.stages.base import ShardSpec, Stage
@@ -46,6 +47,10 @@ class DpoStage(Stage):
         self.name = f"dpo/{strategy}"
 
     @property
+    def gpus_per_shard(self) -> int:
+        return self.config.dpo.processes
+
+    @property
     def folder(self) -> str:
         return f"dpo/{self.strategy}"
 
@@ -59,7 +64,8 @@ class DpoStage(Stage):
         inputs = {"pairs": {s: self.store.file_digest(p) for s, p in files.items()},
                   "pairs_status": (info or {}).get("status", "missing")}  # fmt: skip
         folder = policy_folder(self.config.model.backend, self.config.model.options, options.policy)
-        inputs["policy"] = model_dir_digest(folder) if options.policy else checkpoint_digest(folder)
+        inputs["policy"] = (model_dir_digest(folder) if options.policy
+                            else trainable_policy(self.config.model.backend, self.config.model.options).digest())  # fmt: skip
         run = options.for_strategy(self.strategy).model_dump(mode="json")
         params = {"run": run, "enabled": options.trains(self.strategy), "kl_samples": options.kl_samples,
                   "seed": derive_seed(self.config.seed, "dpo", self.strategy) % 2**32}  # fmt: skip
@@ -71,29 +77,55 @@ class DpoStage(Stage):
             reason = "not in dpo.strategies" if not spec.params["enabled"] else f"pairs/{self.strategy} is {status}"
             shutil.rmtree(self.store.path(self.folder, "model"), ignore_errors=True)
             return pa.Table.from_pylist([], schema=LOG_SCHEMA), {"status": "skipped", "reason": reason}
-        from datasets import load_dataset
-
         options: DpoStageOptions = self.config.dpo
-        run_dir = Path(self.store.path(self.folder, f"run-{spec.key[:16]}"))
-        files = {s: self.store.path(p) for s, p in dataset_files(self.strategy).items() if s in spec.inputs["pairs"]}
-        data = load_dataset("parquet", data_files=files, cache_dir=str(run_dir / "datasets-cache"))
-        model, tokenizer, folder = load_policy(self.config.model.backend, self.config.model.options, options.policy)
-        run = DpoOptions.model_validate(spec.params["run"])
-        if run.streams != "all":
-            self._score_streams(model, run.streams)
-        if run.vocal_factor != "note":
-            self._score_vocal_words(model)
-        trained, metrics = train_dpo(model, tokenizer, data["train"], run, run_dir,
-                                     spec.params["seed"], eval_dataset=data.get("test"))  # fmt: skip
+        if options.processes > 1:
+            from alignment.dpo.distributed import train_on_processes
+
+            trained, tokenizer, metrics = train_on_processes(self, spec, options.processes)
+        else:
+            trained, tokenizer, metrics = self.train(spec)
+        data = self.pairs(spec)
         metrics["kl"] = self._kl(trained, options, data, spec.params["seed"])
         self._save(trained, tokenizer)
+        folder = policy_folder(self.config.model.backend, self.config.model.options, options.policy)
         metrics |= {"strategy": self.strategy, "status": "trained", "policy": str(folder),
-                    "pairs": {s: len(d) for s, d in data.items()}}  # fmt: skip
+                    "pairs": {s: len(d) for s, d in data.items()}, "processes": options.processes,
+                    "sharding": options.sharding if options.processes > 1 else None}  # fmt: skip
         self.store.write_json(f"{self.folder}/metrics.json", metrics)
         rows = [{"step": r["step"], "epoch": r.get("epoch"), **{k: r.get(v) for k, v in LOG_FIELDS.items()}}
                 for r in metrics["log"] if "loss" in r]  # fmt: skip
         summary = {k: v for k, v in metrics.get("eval", {}).items() if k.startswith("eval_rewards/")}
         return pa.Table.from_pylist(rows, schema=LOG_SCHEMA), {"status": "trained", **summary, **metrics["kl"]}
+
+    def run_dir(self, spec: ShardSpec) -> Path:
+        return Path(self.store.path(self.folder, f"run-{spec.key[:16]}"))
+
+    def pairs(self, spec: ShardSpec):
+        """The shard's pairs: a DatasetDict with `train` and, where written, `test`."""
+        from datasets import load_dataset
+
+        files = {s: self.store.path(p) for s, p in dataset_files(self.strategy).items() if s in spec.inputs["pairs"]}
+        return load_dataset("parquet", data_files=files, cache_dir=str(self.run_dir(spec) / "datasets-cache"))
+
+    def policy(self):
+        """(the policy to train, its tokenizer), in float32."""
+        model, tokenizer, _ = load_policy(self.config.model.backend, self.config.model.options, self.config.dpo.policy)
+        return model, tokenizer
+
+    def train(self, spec: ShardSpec, processes: int = 1, save_to: Path | None = None):
+        """One DPO run on the shard's pairs: (trained model, tokenizer, metrics). With processes > 1,
+        each process of a torch.distributed launch calls this alike (alignment.dpo.distributed)."""
+        data = self.pairs(spec)
+        model, tokenizer = self.policy()
+        run = DpoOptions.model_validate(spec.params["run"])
+        if run.streams != "all":
+            self._score_streams(model, run.streams)
+        if run.vocal_factor != "note":
+            self._score_vocal_words(model)
+        trained, metrics = train_dpo(model, tokenizer, data["train"], run, self.run_dir(spec), spec.params["seed"],
+                                     eval_dataset=data.get("test"), processes=processes,
+                                     sharding=self.config.dpo.sharding, save_to=save_to)  # fmt: skip
+        return trained, tokenizer, metrics
 
     def _score_streams(self, model, streams) -> None:
         """DPO compares songs on the given streams, or on those the preference declares (joint: every stream)."""
@@ -117,7 +149,8 @@ class DpoStage(Stage):
     def _kl(self, trained, options: DpoStageOptions, data, seed: int) -> dict:
         if options.policy is not None or options.kl_samples == 0:
             return {"kl": None, "kl_stderr": None, "samples": 0}
-        model, _, _ = load_policy(self.config.model.backend, self.config.model.options, None)
+        own = trainable_policy(self.config.model.backend, self.config.model.options)
+        model, _ = own.load()
         held_out = data.get("test") or data["train"]
         conditions = round_conditions(self.store)
         prompts = sorted(set(held_out["prompt_id"]))
@@ -126,14 +159,17 @@ class DpoStage(Stage):
         policy.eval()
         return kl_estimate(policy, model.eval(), [conditions[p] for p in picks],
                            [derive_seed(seed, "kl", i) for i in range(len(picks))],
-                           temperature=self.config.sampling.temperature)  # fmt: skip
+                           temperature=self.config.sampling.temperature, trainable=own)  # fmt: skip
 
     def _save(self, trained, tokenizer) -> None:
         """Into a scratch folder, then renamed over the old model: never half a model on disk."""
         final = Path(self.store.path(self.folder, "model"))
         scratch = final.with_name(".partial-model")
         shutil.rmtree(scratch, ignore_errors=True)
-        trained.save_pretrained(scratch)
-        tokenizer.save_pretrained(scratch)
+        if self.config.dpo.policy is None:
+            trainable_policy(self.config.model.backend, self.config.model.options).save(trained, tokenizer, scratch)
+        else:
+            trained.save_pretrained(scratch)
+            tokenizer.save_pretrained(scratch)
         shutil.rmtree(final, ignore_errors=True)
         scratch.rename(final)

@@ -55,9 +55,12 @@ def last_checkpoint(output_dir: Path) -> Path | None:
 
 
 def train_dpo(model, tokenizer, train_dataset, options: DpoOptions, output_dir: Path, seed: int,
-              eval_dataset=None, callbacks=None) -> tuple[object, dict]:  # fmt: skip
+              eval_dataset=None, callbacks=None, processes: int = 1, sharding: str = "ddp",
+              save_to: Path | None = None) -> tuple[object, dict]:  # fmt: skip
     """Train (resuming from the newest checkpoint in output_dir), then evaluate on eval_dataset.
 
+    With processes > 1 every process of a torch.distributed launch calls this alike
+    (`alignment.dpo.distributed`); `save_to` then receives the trained model, gathered whole.
     Returns the trained model (a PeftModel with LoRA) and the metrics: TRL's training log and its
     final eval metrics (reward accuracy, margins, chosen/rejected log-probs)."""
     if options.threads:
@@ -69,16 +72,22 @@ def train_dpo(model, tokenizer, train_dataset, options: DpoOptions, output_dir: 
     reference = None
     if not options.precompute_ref_log_probs and options.lora is None:
         reference = copy.deepcopy(model).eval().requires_grad_(False)
+    # FSDP shards block by block: the tiny policy's are Llama blocks; a Hugging Face model names its own.
+    wrap = ["LlamaDecoderLayer"] if getattr(model, "computes_fused_log_probs", False) else None
+    args = options.dpo_config(output_dir, seed, processes, sharding, wrap)
     trainer = MultiStreamDPOTrainer(
-        model=model, ref_model=reference, args=options.dpo_config(output_dir, seed), train_dataset=train_dataset,
+        model=model, ref_model=reference, args=args, train_dataset=train_dataset,
         eval_dataset=eval_dataset, processing_class=tokenizer, peft_config=options.peft_config(), callbacks=callbacks,
     )  # fmt: skip
     resume = last_checkpoint(output_dir)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     metrics = {"train": {k: _plain(v) for k, v in result.metrics.items()}, "resumed_from": resume.name if resume else None,
-               "log": [{k: _plain(v) for k, v in row.items()} for row in trainer.state.log_history]}  # fmt: skip
+               "log": [{k: _plain(v) for k, v in row.items()} for row in trainer.state.log_history],
+               "distributed": str(trainer.accelerator.distributed_type.value)}  # NO, MULTI_GPU, MULTI_CPU, FSDP  # fmt: skip
     if eval_dataset is not None and len(eval_dataset):
         metrics["eval"] = {k: _plain(v) for k, v in trainer.evaluate().items()}
+    if save_to is not None:
+        trainer.save_model(str(save_to))  # every process takes part (FSDP gathers the shards); the main one writes
     return trainer.model, metrics
 
 

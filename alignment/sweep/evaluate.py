@@ -18,6 +18,7 @@ import pandas as pd
 
 from pipeline.digest import derive_seed
 from pipeline.models.base import CandidateRequest, SamplingParams
+from pipeline.models.checkpoint import options_with_checkpoint
 from pipeline.models.registry import load_song_model
 from pipeline.preferences import preferences, score_tables
 from pipeline.scoring.base import ScoringItem
@@ -54,8 +55,8 @@ class PolicyEvaluator:
 
     def evaluate(self, checkpoint: Path, work_dir: Path, keep_audio: bool = False) -> pd.DataFrame:
         """One row per song: candidate_id, prompt_id, seed, one column per metric, error."""
-        options = {**self.config.model.options, "checkpoint": str(checkpoint)}
-        model = load_song_model(self.config.model.backend, options)
+        backend = self.config.model.backend
+        model = load_song_model(backend, options_with_checkpoint(backend, self.config.model.options, checkpoint))
         s = self.config.sampling
         params = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, cfg_coef=s.cfg_coef)
         work_dir.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from alignment.sweep.evaluate import PolicyEvaluator, metric_directions, summari
 from alignment.sweep.grid import point_name, simplex_grid
 from alignment.sweep.options import SweepOptions
 from pipeline.conditions import round_conditions
+from pipeline.models.checkpoint import checkpoint_option
 from pipeline.pairs.dataset import dataset_files
 from pipeline.preferences import JOINT, preferences, score_tables, strategy_names
 from pipeline.scoring.registry import get_kind
@@ -64,6 +65,7 @@ class SweepStage(Stage):
         return points
 
     def plan(self) -> list[ShardSpec]:
+        checkpoint_option(self.config.model.backend)  # a model that cannot sample other weights is refused here, by name
         options: SweepOptions = self.config.sweep
         models = trained_models(self.store)
         inputs = {"models": model_identities(self.store, models), "prompts": self.prompt_ids(options)}

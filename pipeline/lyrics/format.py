@@ -5,6 +5,13 @@ shared/reference/levo/SOURCE.md). LeVo does not reject a malformed lyric, it sil
 sings something else, so every lyric is validated here before it reaches the model, and
 each problem is reported precisely enough to fix it by hand.
 
+Two severities. An *error* is what LeVo's parser cannot take (a missing or unknown structure
+tag, a stray ';', a vocal section without lyrics, lyrics in an instrumental section, a tag
+inside a section, punctuation it has no mapping for, over the token limit): the lyric is
+excluded. A *warning* is a style deviation LeVo accepts (a ';' not written " ; ", full-width
+punctuation it maps to ASCII, the closing '.' rule): `fix_style` repairs it and the lyric is
+kept. LeVo's own README example writes `[intro-short];` and its tokenizer takes it.
+
 Error messages number sections from 1 (as a person counts); `LyricError.section` is the
 0-based index into `split_sections(lyric)`.
 """
@@ -46,11 +53,23 @@ class Section:
     text: str  # without the tag, stripped
 
 
+# Style deviations LeVo accepts; every other code is an error.
+WARNING_CODES: frozenset[str] = frozenset(
+    {"separator", "full_width_punctuation", "en_section_must_end_with_period", "zh_section_must_not_end_with_period"}
+)
+
+
 @dataclass(frozen=True)
 class LyricError:
+    """One problem of a lyric: an error (LeVo cannot take it) or a warning (`fix_style` repairs it)."""
+
     code: str
     message: str
     section: int | None  # 0-based section index, None for the whole lyric
+
+    @property
+    def severity(self) -> str:
+        return "warning" if self.code in WARNING_CODES else "error"
 
 
 def _parse(piece: str) -> tuple[str, str]:
@@ -119,13 +138,36 @@ def _spaced(before: str, after: str) -> bool:
 def validate_lyrics(
     lyric: str, max_tokens: int = 300, count_tokens: Callable[[str], int] | None = None
 ) -> list[LyricError]:
-    """Every rule violation of `lyric`, one error per problem; [] when LeVo can take it as is.
+    """Every problem of `lyric`, errors and warnings (see `.severity`), one per problem; [] when clean.
 
     `count_tokens` replaces the conservative `estimate_tokens` with a real tokenizer.
     """
-    stripped = lyric.strip()
-    if not stripped:
+    if not lyric.strip():
         return [LyricError("empty", "lyric is empty", None)]
+    problems = []
+    mapped = lyric if lyric.isascii() else lyric.translate(FULLWIDTH_TO_ASCII)
+    if mapped != lyric:
+        marks = "".join(dict.fromkeys(c for c in lyric if c in _FULLWIDTH_KEYS))
+        ascii_marks = " ".join(repr(c.translate(FULLWIDTH_TO_ASCII)) for c in marks)
+        msg = f"full-width characters {' '.join(marks)}: LeVo maps them to ASCII ({ascii_marks}); repaired"
+        problems.append(LyricError("full_width_punctuation", msg, None))
+    problems += _structure_problems(mapped)
+    n = count_tokens(lyric) if count_tokens else estimate_tokens(mapped)
+    if n > max_tokens:
+        how = "tokens" if count_tokens else "tokens (conservative estimate)"
+        msg = f"lyric is {n} {how}, over the limit of {max_tokens}: LeVo truncates the rest"
+        problems.append(LyricError("too_long", msg, None))
+    return problems
+
+
+def lyric_errors(lyric: str, max_tokens: int = 300, count_tokens: Callable[[str], int] | None = None) -> list[LyricError]:
+    """The problems that exclude `lyric` (errors); warnings left out, as `fix_style` repairs them."""
+    return [p for p in validate_lyrics(lyric, max_tokens, count_tokens) if p.severity == "error"]
+
+
+def _structure_problems(lyric: str) -> list[LyricError]:
+    """Sections, tags, separators and punctuation of a lyric whose full-width marks are already mapped."""
+    stripped = lyric.strip()
     pieces = stripped.split(";")
     sections = [_parse(piece) for piece in pieces]
     errors = []
@@ -135,7 +177,7 @@ def validate_lyrics(
         # A ';' next to an empty piece is a stray one: the "empty" error below reports it.
         if pieces[k].strip() and pieces[k + 1].strip() and not _spaced(pieces[k], pieces[k + 1]):
             around = lyric[max(0, at - 8) : at + 9]
-            msg = f'separator after {_name(k, *sections[k])} at offset {at} ("{around}") must be " ; "'
+            msg = f'separator after {_name(k, *sections[k])} at offset {at} ("{around}") should be " ; "'
             errors.append(LyricError("separator", msg, k))
         at += 1
     has_cjk = _CJK_RE.search(stripped) is not None
@@ -155,7 +197,7 @@ def validate_lyrics(
             errors.append(LyricError("unknown_tag", msg, i))
         elif "[" in text and (inner := _TAG_RE.search(text)):
             msg = f'{_name(i, tag, text)} holds a second tag {inner[0]}: separate sections with " ; "'
-            errors.append(LyricError("separator", msg, i))
+            errors.append(LyricError("tag_inside_section", msg, i))
         elif tag not in VOCAL_TAGS:
             if text:
                 msg = f"{_name(i, tag, text)}: [{tag}] is instrumental and must carry no lyrics"
@@ -165,79 +207,41 @@ def validate_lyrics(
             errors.append(LyricError("vocal_without_lyrics", msg, i))
         elif has_cjk and section_language(text) == "zh":
             if text.endswith("."):
-                msg = f'{_name(i, tag, text)} is Chinese and must not end with "." (ends "{text[-12:]}")'
+                msg = f'{_name(i, tag, text)} is Chinese and should not end with "." (ends "{text[-12:]}")'
                 errors.append(LyricError("zh_section_must_not_end_with_period", msg, i))
         elif not text.endswith("."):
-            msg = f'{_name(i, tag, text)} is English and must end with "." (ends "{text[-12:]}")'
+            msg = f'{_name(i, tag, text)} is English and should end with "." (ends "{text[-12:]}")'
             errors.append(LyricError("en_section_must_end_with_period", msg, i))
         if not ascii_only and (odd := _odd_chars(text)):
-            msg = f"{_name(i, tag, text)} has non-ASCII punctuation {' '.join(odd)}: use ASCII marks"
+            msg = f"{_name(i, tag, text)} has non-ASCII punctuation {' '.join(odd)} that LeVo does not map: use ASCII marks"
             errors.append(LyricError("non_ascii_punctuation", msg, i))
-    n = count_tokens(lyric) if count_tokens else estimate_tokens(lyric)
-    if n > max_tokens:
-        how = "tokens" if count_tokens else "tokens (conservative estimate)"
-        msg = f"lyric is {n} {how}, over the limit of {max_tokens}: LeVo truncates the rest"
-        errors.append(LyricError("too_long", msg, None))
     return errors
 
 
-# --- repair -------------------------------------------------------------------------
+def fix_style(lyric: str) -> str:
+    """`lyric` with every warning repaired: full-width marks mapped, ' ; ' separators, the closing
+    '.' rule. Errors are left as they are (a tag is never guessed), so validate the result."""
+    sections = []
+    for piece in lyric.translate(FULLWIDTH_TO_ASCII).strip().split(";"):
+        tag, text = _parse(piece)
+        if tag in VOCAL_TAGS and _HAS_WORD_RE.search(text) and not _TAG_RE.search(text):
+            if section_language(text) == "zh":
+                text = text.rstrip(". ")
+            elif not text.endswith("."):
+                text += "."
+        sections.append(" ".join(part for part in (f"[{tag}]" if tag else "", text) if part))
+    return " ; ".join(sections)
 
-_FULLWIDTH = str.maketrans(
+
+# --- full-width marks LeVo maps to ASCII --------------------------------------------
+
+FULLWIDTH_TO_ASCII = str.maketrans(
     {chr(c): chr(c - 0xFEE0) for c in range(0xFF01, 0xFF5F)}
     | {"“": '"', "”": '"', "‘": "'", "’": "'", "、": ",", "【": "[", "】": "]", "\u3000": " ", "…": "..."}
     | {"。": "."}  # the range above already covers ，！？；：（）
 )
-_FENCED_RE = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.S)  # the block, not the chat around it
-_PREAMBLE_RE = re.compile(r"\A\s*(?:[^\n\[]*\b(?:here|lyrics?)\b[^\n\[]*:|lyrics?[ \t]*\n)", re.I)
-_LINE_TAG_RE = re.compile(r"\[([^\[\]\n]+)\]")
-_NUMBERED_RE = re.compile(r"([a-z]+(?:-[a-z]+)?)[\s_-]*\d+")
-_ALIASES = {
-    "intro": "intro-short", "outro": "outro-short", "inst": "inst-short", "instrumental": "inst-short"
-}
-_LINE_END_RE = re.compile(r"[\s,;:]+$")
+_FULLWIDTH_KEYS = frozenset(map(chr, FULLWIDTH_TO_ASCII))
 _DOT_RE = re.compile(r"\s*\.\s*")
-_SPACES_RE = re.compile(r"\s+")
-
-
-def _fix_tag(tag: str) -> str:
-    """`[Verse 1]` -> verse, `[Intro]` -> intro-short; unknown tags are left for validation to reject."""
-    tag = _SPACES_RE.sub(" ", tag.strip().lower())
-    if m := _NUMBERED_RE.fullmatch(tag):
-        tag = m[1]
-    return _ALIASES.get(tag, tag)
-
-
-def _fix_body(tag: str, body: str) -> str:
-    """Joins the section's lines into LeVo sentences, with the language's closing rule."""
-    lines = [_LINE_END_RE.sub("", line) for line in body.strip().strip(";").splitlines()]
-    lines = [_SPACES_RE.sub(" ", line.strip()) for line in lines if line.strip()]
-    if tag not in VOCAL_TAGS or not lines:
-        return " ".join(lines)
-    if section_language(" ".join(lines)) == "zh":
-        return _DOT_RE.sub(".", ".".join(line.rstrip(".") for line in lines)).strip(".")
-    return " ".join(line if line.endswith(".") else line + "." for line in lines)
-
-
-def repair_lyrics(text: str) -> str | None:
-    """Meaning-preserving fixes for an LLM's answer; the LeVo lyric, or None when still invalid.
-
-    Handles code fences, a "Here are the lyrics:" line, full-width punctuation, `[Verse 1]`-style
-    tags, YuE / blank-line layout, separator spacing and the closing '.' rule. Anything that
-    would need a guess (a stray ';', an unknown tag, no tags at all) is left to fail.
-    """
-    text = m[1] if (m := _FENCED_RE.search(text or "")) else text or ""
-    text = _PREAMBLE_RE.sub("", text.translate(_FULLWIDTH))
-    parts = _LINE_TAG_RE.split(text)  # [before, tag, body, tag, body, ...]
-    if len(parts) < 3 or parts[0].strip(" \t\n;"):
-        return None
-    sections = []
-    for raw_tag, body in zip(parts[1::2], parts[2::2]):
-        tag = _fix_tag(raw_tag)
-        body = _fix_body(tag, body)
-        sections.append(f"[{tag}] {body}" if body else f"[{tag}]")
-    lyric = " ; ".join(sections)
-    return lyric if not validate_lyrics(lyric) else None
 
 
 # --- other views of a lyric ------------------------------------------------------------
@@ -264,7 +268,7 @@ def normalize_for_dedup(lyric: str) -> str:
 def to_yue(lyric: str) -> str:
     """YuE layout: `[tag]` line, one sentence a line (no '.'), blank line between sections.
 
-    `repair_lyrics` turns it back into the same LeVo lyric.
+    `pipeline.lyrics.repair.repair_lyrics` turns it back into the same LeVo lyric.
     """
     blocks = []
     for s in split_sections(lyric):

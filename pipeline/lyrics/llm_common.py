@@ -14,7 +14,8 @@ from pathlib import Path
 
 from pipeline.digest import derive_seed, digest_json
 from pipeline.lyrics.base import GeneratedLyric, LyricRequest
-from pipeline.lyrics.format import repair_lyrics, validate_lyrics
+from pipeline.lyrics.format import fix_style, lyric_errors, validate_lyrics
+from pipeline.lyrics.repair import repair_lyrics
 
 PROMPTS_DIR = Path(__file__).with_name("prompts")
 _ROLE_RE = re.compile(r"^--- (system|user) ---[ \t]*\n", re.M)
@@ -69,6 +70,8 @@ def answer_to_lyric(answer: str, max_tokens: int = 300) -> tuple[str | None, str
     errors = validate_lyrics(text, max_tokens=max_tokens)
     if not errors:
         return text, ""
+    if not lyric_errors(text, max_tokens=max_tokens):  # warnings only: a style LeVo accepts, repaired
+        return fix_style(text), ""
     repaired = repair_lyrics(text)
     if repaired is not None and not validate_lyrics(repaired, max_tokens=max_tokens):
         return repaired, ""

@@ -32,8 +32,14 @@ with the seed it was given (None before any run). ``seed_patch_present`` is a st
 that generate.py mentions the seed variable. Even patched, GPU kernels may be
 non-deterministic, so equal seeds give equal songs only as far as the hardware allows.
 
-Sampling parameters are hard-coded upstream (cfg_coef 1.5, temperature 0.9, top_k 50,
-top_p 0): the `SamplingParams` passed to `sample` are not forwarded, and `describe()` says so.
+Sampling. Upstream hard-codes cfg_coef 1.5, temperature 0.9, top_k 50, top_p 0; the round's
+values are forwarded (``$SONGPREF_SAMPLING`` for a generate.py patched as
+`levo_sampling.UPSTREAM_SAMPLING_PATCH` shows, or command placeholders), and a value that cannot
+reach generate.py is refused by name before any song is sampled (pipeline/models/levo_sampling.py).
+
+Checkpoints. `checkpoint_option` is ``checkpoint_dir``: the sweep and a parent round sample
+from another folder by setting it, and `sample` refuses a folder that is not a SongGeneration
+checkpoint (no config.yaml), e.g. Hugging Face weights merged from a `dpo.policy`.
 """
 
 from __future__ import annotations
@@ -43,8 +49,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
@@ -54,20 +58,28 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.conditions import to_levo_record
 from pipeline.models.base import CandidateRequest, CandidateResult, SamplingParams
+from pipeline.models.levo_process import git_head, run_generate
+from pipeline.models.levo_sampling import (
+    SAMPLING_PLACEHOLDERS,
+    UPSTREAM_SAMPLING,
+    forwarded_keys,
+    levo_sampling,
+    marker_matches,
+    refuse_unforwarded,
+)
 
 SEED_MARKER = "songpref_seed.txt"
-UPSTREAM_SAMPLING = {"cfg_coef": 1.5, "temperature": 0.9, "top_k": 50, "top_p": 0.0}
+CHECKPOINT_FILES = ("config.yaml",)  # every generate.py version reads its model config from here
 UPSTREAM_SEED_PATCH = (
     '_songpref_seed = int(os.environ.get("SONGPREF_SEED", int(time.time())))\n'
     "np.random.seed(_songpref_seed % 2**32); torch.manual_seed(_songpref_seed)\n"
     'if "SONGPREF_SEED" in os.environ: os.makedirs(sys.argv[3], exist_ok=True); '
     'open(os.path.join(sys.argv[3], "songpref_seed.txt"), "w").write(str(_songpref_seed))\n'
 )
-PLACEHOLDERS = ("python", "checkpoint_dir", "input_jsonl", "save_dir")
+PLACEHOLDERS = ("python", "checkpoint_dir", "input_jsonl", "save_dir", *SAMPLING_PLACEHOLDERS)
 # upstream output suffix -> our stem name
 STEM_FILES = {"": "mix", "_vocal": "vocals", "_bgm": "accompaniment"}
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-STDERR_TAIL_LINES = 15
 
 
 class LevoOptions(BaseModel):
@@ -78,13 +90,17 @@ class LevoOptions(BaseModel):
     python: str = Field("python", description="Interpreter that has SongGeneration's dependencies; fills {python}.")
     command: list[str] = Field(
         default_factory=lambda: ["{python}", "generate.py", "{checkpoint_dir}", "{input_jsonl}", "{save_dir}"],
-        description="Command template; {python}, {checkpoint_dir}, {input_jsonl}, {save_dir} are filled in. "
-        "Append extra arguments (gen_type, --separate, low-memory flags) as the checkout expects.",
+        description="Command template; {python}, {checkpoint_dir}, {input_jsonl}, {save_dir} and the sampling values "
+        "{temperature}, {top_k}, {top_p}, {cfg_coef} (LeVo's terms) are filled in. Append extra arguments (gen_type, "
+        "--separate, low-memory flags) as the checkout expects.",
     )
     separate_stems: bool = Field(
         True, description="Expect <idx>_vocal.flac and <idx>_bgm.flac next to the mix; a missing stem fails the candidate."
     )
     seed_env: str = Field("SONGPREF_SEED", description="Environment variable carrying the candidate's seed to a patched generate.py.")
+    sampling_env: str = Field(
+        "SONGPREF_SAMPLING", description="Environment variable carrying the sampling values (JSON) to a patched generate.py."
+    )
     batch_same_seed: bool = Field(True, description="One subprocess call for all candidates sharing a seed (else one per candidate).")
     timeout_s: float = Field(3600, gt=0, description="Wall-clock limit of one subprocess call, in seconds.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables for the subprocess (e.g. CUDA_VISIBLE_DEVICES).")
@@ -99,6 +115,7 @@ class LevoSongModel:
 
     name = "levo"
     options_class = LevoOptions
+    checkpoint_option = "checkpoint_dir"  # the key the sweep and a parent round point at other weights
 
     def __init__(self, options: LevoOptions) -> None:
         self.options = options
@@ -111,7 +128,7 @@ class LevoSongModel:
         if not options.command:
             raise LevoError("levo.command is empty")
         try:
-            self._fill(Path("in.jsonl"), Path("save"))
+            self._fill(Path("in.jsonl"), Path("save"), UPSTREAM_SAMPLING)
         except (KeyError, IndexError, ValueError) as exc:
             raise LevoError(f"levo.command: bad placeholder {exc} in {options.command}; allowed: {PLACEHOLDERS}") from None
         self._seed_runs: list[bool] = []
@@ -123,14 +140,31 @@ class LevoSongModel:
         return {
             "backend": self.name,
             "repo_dir": str(self.options.repo_dir),
-            "repo_commit": _git_head(Path(self.options.repo_dir)),
+            "repo_commit": git_head(Path(self.options.repo_dir)),
             "checkpoint_dir": str(self.options.checkpoint_dir),
             "checkpoint_fingerprint": self._checkpoint_fingerprint(),
             "options": self.options.model_dump(mode="json"),
-            "sampling": {"forwarded": False, "upstream_hard_coded": UPSTREAM_SAMPLING},
+            "sampling": {"forwarded": self._forwarded(), "upstream_hard_coded": UPSTREAM_SAMPLING},
             "seed_patch_present": self._seed_patch_present(),
             "seed_honoured": (all(self._seed_runs) if self._seed_runs else None),
         }
+
+    def _forwarded(self) -> dict[str, str]:
+        return forwarded_keys(self._script, self.options.sampling_env, self.options.command)
+
+    def check_sampling(self, params: SamplingParams) -> dict:
+        """The values generate.py gets, in LeVo's terms; LevoSamplingError naming one it cannot take."""
+        values = levo_sampling(params)
+        refuse_unforwarded(values, self._forwarded(), self._script, self.options.sampling_env)
+        return values
+
+    def _check_checkpoint(self) -> None:
+        folder = Path(self.options.checkpoint_dir)
+        missing = [name for name in CHECKPOINT_FILES if not (folder / name).is_file()]
+        if missing:
+            raise LevoError(f"levo.checkpoint_dir: {folder} has no {', '.join(missing)}: not a SongGeneration checkpoint "
+                            "(merged or DPO weights reach LeVo only through a trainable-policy plugin that saves them in "
+                            "LeVo's format)")  # fmt: skip
 
     def _seed_patch_present(self) -> bool:
         try:
@@ -157,6 +191,8 @@ class LevoSongModel:
     # -- sampling ------------------------------------------------------------------------
 
     def sample(self, requests: list[CandidateRequest], params: SamplingParams, out_dir: Path) -> list[CandidateResult]:
+        sampling = self.check_sampling(params)
+        self._check_checkpoint()
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         results: dict[str, CandidateResult] = {}
@@ -180,20 +216,21 @@ class LevoSongModel:
             key = request.seed if self.options.batch_same_seed else (request.seed, i)
             groups.setdefault(key, []).append((request, record))
         for members in groups.values():
-            for result in self._run_group(members, out_dir):
+            for result in self._run_group(members, out_dir, sampling):
                 results[result.candidate_id] = result
         return [results[r.candidate_id] for r in requests]
 
-    def _fill(self, input_jsonl: Path, save_dir: Path) -> list[str]:
+    def _fill(self, input_jsonl: Path, save_dir: Path, sampling: dict) -> list[str]:
         values = {
             "python": self.options.python,
             "checkpoint_dir": str(self.options.checkpoint_dir),
             "input_jsonl": str(input_jsonl),
             "save_dir": str(save_dir),
+            **{key: f"{value:g}" for key, value in sampling.items()},
         }
         return [part.format_map(values) for part in self.options.command]
 
-    def _run_group(self, members: list[tuple[CandidateRequest, dict]], out_dir: Path) -> list[CandidateResult]:
+    def _run_group(self, members: list[tuple[CandidateRequest, dict]], out_dir: Path, sampling: dict) -> list[CandidateResult]:
         seed = members[0][0].seed
         ids = [request.candidate_id for request, _ in members]
         work = Path(tempfile.mkdtemp(prefix=".levo-work-", dir=out_dir)).resolve()
@@ -201,9 +238,12 @@ class LevoSongModel:
             input_jsonl = work / "input.jsonl"
             save_dir = work / "save"
             _write_atomic(input_jsonl, "".join(json.dumps(rec, ensure_ascii=False) + "\n" for _, rec in members))
-            env = {**os.environ, **self.options.env, self.options.seed_env: str(seed), "PYTHONHASHSEED": str(seed % 2**32)}
-            argv = self._fill(input_jsonl, save_dir)
-            failure = _run(argv, Path(self.options.repo_dir), env, self.options.timeout_s, work / "stderr.log")
+            env = {**os.environ, **self.options.env, self.options.seed_env: str(seed), "PYTHONHASHSEED": str(seed % 2**32),
+                   self.options.sampling_env: json.dumps(sampling)}  # fmt: skip
+            argv = self._fill(input_jsonl, save_dir, sampling)
+            failure = run_generate(argv, Path(self.options.repo_dir), env, self.options.timeout_s, work / "stderr.log")
+            if failure is None and "$" + self.options.sampling_env in self._forwarded().values() and not marker_matches(save_dir, sampling):
+                failure = f"generate.py did not confirm the sampling it was sent ({json.dumps(sampling)}) in {save_dir.name}/songpref_sampling.json"
             if failure is not None:
                 return [_fail(cid, f"{failure} (seed {seed}; candidates in this call: {', '.join(ids)})") for cid in ids]
             self._seed_runs.append(_marker_matches(save_dir / SEED_MARKER, seed))
@@ -239,40 +279,6 @@ class LevoSongModel:
         return CandidateResult(cid, audio=audio, duration_seconds=duration)
 
 
-def _run(argv: list[str], cwd: Path, env: dict, timeout_s: float, log: Path) -> str | None:
-    """Run one generate.py call; None on success, else why it failed (with stderr's tail)."""
-    try:
-        with open(log, "wb") as err:
-            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=err, start_new_session=True)  # fmt: skip
-            try:
-                code = proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                return f"generate.py timed out after {timeout_s:g} s{_tail(log)}"
-    except OSError as exc:
-        return f"could not start {argv[0]!r}: {exc}"
-    if code != 0:
-        return f"generate.py exited with status {code}{_tail(log)}"
-    return None
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the child and anything it started (own session)
-    except (ProcessLookupError, PermissionError):
-        proc.kill()
-    proc.wait()
-
-
-def _tail(log: Path) -> str:
-    try:
-        lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return (": stderr ends:\n" + "\n".join(lines[-STDERR_TAIL_LINES:])) if lines else " (no stderr)"
-
-
 def _marker_matches(marker: Path, seed: int) -> bool:
     try:
         return int(marker.read_text().strip()) == seed
@@ -288,21 +294,3 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def _fail(cid: str, reason: str) -> CandidateResult:
     return CandidateResult(cid, error=f"levo candidate {cid}: {reason}")
-
-
-def _git_head(repo: Path) -> str | None:
-    """The checkout's commit, read from .git without running git."""
-    try:
-        head = (repo / ".git" / "HEAD").read_text().strip()
-        if not head.startswith("ref: "):
-            return head
-        ref = head[5:]
-        ref_file = repo / ".git" / ref
-        if ref_file.is_file():
-            return ref_file.read_text().strip()
-        for line in (repo / ".git" / "packed-refs").read_text().splitlines():
-            if line.endswith(" " + ref):
-                return line.split()[0]
-    except OSError:
-        pass
-    return None

@@ -8,6 +8,7 @@ carries the digest of everything it depends on, so a file that exists is finishe
 from __future__ import annotations
 
 import json
+import os
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ class ShardResult:
     seconds: float
     skipped: bool  # already finished by an earlier run
     metrics: dict = field(default_factory=dict)
+    # The GPUs the building process was given (CUDA_VISIBLE_DEVICES, set per shard by Ray's
+    # num_gpus); None when unset or skipped. Where a shard ran never changes its bytes.
+    gpus: str | None = None
 
 
 class Stage(ABC):
@@ -52,6 +56,8 @@ class Stage(ABC):
     # Per-shard metrics that time the run rather than describe the data: reported for a shard just
     # built, never stored in its file, so identical inputs give byte-identical shards.
     wall_clock_metrics: tuple[str, ...] = ()
+    # GPUs one shard uses at once (the slots it holds of the GPU limit, `orchestration.gpu`).
+    gpus_per_shard: int = 1
 
     def __init__(self, config: RoundConfig, store: RoundStore):
         self.config = config
@@ -88,7 +94,8 @@ class Stage(ABC):
         stored = {k: v for k, v in metrics.items() if k not in self.wall_clock_metrics}
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), METRICS_KEY: canonical_json(stored).encode("utf-8")})
         self.store.write_table(spec.filename, table)
-        return ShardResult(spec.filename, table.num_rows, time.perf_counter() - started, False, metrics)
+        return ShardResult(spec.filename, table.num_rows, time.perf_counter() - started, False, metrics,
+                           os.environ.get("CUDA_VISIBLE_DEVICES"))  # fmt: skip
 
 
 def _decode_metrics(metadata: dict | None) -> dict:

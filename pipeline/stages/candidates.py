@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipeline.digest import derive_seed
-from pipeline.lyrics.format import validate_lyrics
+from pipeline.lyrics.format import fix_style, lyric_errors, validate_lyrics
 from pipeline.manifest import finished_outputs
 from pipeline.models.base import CandidateRequest, CandidateResult, SamplingParams, SongModel
 from pipeline.models.registry import load_song_model
@@ -57,9 +57,12 @@ class CandidatesStage(Stage):
         return SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, cfg_coef=s.cfg_coef)
 
     def plan(self) -> list[ShardSpec]:
+        model = self.song_model()
+        if hasattr(model, "check_sampling"):  # a backend that cannot take a sampling value refuses it, by name, here
+            model.check_sampling(self.sampling())
         params = {
             "seed": self.config.seed,
-            "model": self.song_model().describe(),  # before any sampling: stable for a model and its options
+            "model": model.describe(),  # before any sampling: stable for a model and its options
             "sampling": self.config.sampling.model_dump(mode="json"),
         }
         return [
@@ -68,21 +71,25 @@ class CandidatesStage(Stage):
         ]
 
     def requests(self, spec: ShardSpec) -> tuple[list[CandidateRequest], int]:
-        """The shard's candidates, and how many conditions were skipped for invalid lyrics."""
-        requests, skipped = [], 0
+        """The shard's candidates, and how many conditions were skipped for lyric errors and how
+        many sampled with their lyric's warnings repaired (a style LeVo accepts: kept)."""
+        requests, skipped, repaired = [], 0, 0
         for condition in self.store.read_table(spec.inputs["conditions"]).to_pylist():
-            if validate_lyrics(condition.get("lyric") or ""):
+            lyric = condition.get("lyric") or ""
+            if lyric_errors(lyric):
                 skipped += 1
                 continue
+            if validate_lyrics(lyric):
+                condition, repaired = {**condition, "lyric": fix_style(lyric)}, repaired + 1
             cid = condition["condition_id"]
             for j in range(self.config.sampling.num_candidates):
                 seed = derive_seed(self.config.seed, "candidates", cid, j)
                 requests.append(CandidateRequest(f"{cid}-{j}", condition, seed))
-        return requests, skipped
+        return requests, skipped, repaired
 
     def build_shard(self, spec: ShardSpec) -> tuple[pa.Table, dict]:
         model = self.song_model()
-        requests, skipped = self.requests(spec)
+        requests, skipped, repaired = self.requests(spec)
         started = time.perf_counter()
         with self._audio_folder() as (out_dir, publish):
             results = model.sample(requests, self.sampling(), out_dir)
@@ -95,6 +102,7 @@ class CandidatesStage(Stage):
             "candidates": len(rows) - len(failed),
             "failed": len(failed),
             "skipped_invalid_lyrics": skipped,
+            "repaired_lyrics": repaired,
             "audio_seconds": round(sum(r["duration_seconds"] for r in rows), 3),
             "sampling_seconds": round(seconds, 3),
             "failures": [{"candidate_id": r["candidate_id"], "error": r["error"]} for r in failed],

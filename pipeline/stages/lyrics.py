@@ -2,7 +2,8 @@
 
 Each lyric's language, emotion, theme and seed derive from the round seed and the lyric's
 global index alone, so a lyric is the same whatever the shard size. Invalid answers are kept
-with their errors (and excluded downstream); near-duplicates are counted here and dropped by
+with their errors (and excluded downstream); an answer with warnings only (a style LeVo
+accepts) is kept repaired, its warnings listed; near-duplicates are counted here and dropped by
 the conditions stage, first occurrence wins.
 """
 
@@ -15,7 +16,7 @@ import pyarrow as pa
 
 from pipeline.digest import derive_rng, derive_seed
 from pipeline.lyrics import LyricRequest, build_generator
-from pipeline.lyrics.format import detect_language, normalize_for_dedup, validate_lyrics
+from pipeline.lyrics.format import detect_language, fix_style, normalize_for_dedup, validate_lyrics
 from pipeline.lyrics.template import THEMES, mood_family
 from pipeline.stages.base import ShardSpec, Stage
 from pipeline.vocab import load_vocabulary, vocabulary_digest
@@ -31,6 +32,7 @@ SCHEMA = pa.schema(
         ("text", pa.string()),
         ("valid", pa.bool_()),
         ("errors", pa.list_(pa.string())),
+        ("warnings", pa.list_(pa.string())),  # style deviations repaired in `text`
         ("attempts", pa.int32()),
         ("generator", pa.string()),
         ("norm_digest", pa.string()),
@@ -79,32 +81,38 @@ class LyricsStage(Stage):
         requests = self.requests(spec.inputs["start"], spec.inputs["stop"])
         generator = self.generator()
         answers = generator.generate(requests)
-        rows, error_codes = [], Counter()
+        rows, error_codes, warning_codes = [], Counter(), Counter()
         for request, answer in zip(requests, answers, strict=True):
+            text, errors, warnings = answer.text, [], []
             if answer.error:
                 errors = [f"generator: {answer.error}"]
             else:
-                problems = validate_lyrics(answer.text, max_tokens=self.config.lyrics.max_tokens)
-                errors = [f"{p.code}: {p.message}" for p in problems]
+                for p in validate_lyrics(text, max_tokens=self.config.lyrics.max_tokens):
+                    (warnings if p.severity == "warning" else errors).append(f"{p.code}: {p.message}")
+                if warnings and not errors:
+                    text = fix_style(text)
             error_codes.update(e.split(":", 1)[0] for e in errors)
+            warning_codes.update(w.split(":", 1)[0] for w in warnings)
             rows.append(
                 {
                     "lyric_id": request.lyric_id,
                     "seed": request.seed,
                     "language": request.language,
-                    "detected_language": detect_language(answer.text) if answer.text else "",
+                    "detected_language": detect_language(text) if text else "",
                     "emotion": request.emotion,
                     "theme": request.theme,
-                    "text": answer.text,
+                    "text": text,
                     "valid": not errors,
                     "errors": errors,
+                    "warnings": warnings,
                     "attempts": answer.attempts,
                     "generator": generator.name,
-                    "norm_digest": hashlib.sha1(normalize_for_dedup(answer.text).encode()).hexdigest(),
+                    "norm_digest": hashlib.sha1(normalize_for_dedup(text).encode()).hexdigest(),
                 }
             )
         valid = sum(r["valid"] for r in rows)
-        metrics = {"valid": valid, "invalid": len(rows) - valid, **{f"error.{k}": v for k, v in error_codes.items()}}
+        metrics = {"valid": valid, "invalid": len(rows) - valid, "repaired": sum(bool(r["warnings"]) for r in rows),
+                   **{f"error.{k}": v for k, v in error_codes.items()}, **{f"warning.{k}": v for k, v in warning_codes.items()}}  # fmt: skip
         return pa.Table.from_pylist(rows, schema=SCHEMA), metrics
 
     def summarize(self, results, seconds: float) -> dict:

@@ -7,8 +7,8 @@ two things:
   pairs: ids, scores, gap, genre, language, split;
 - the dataset itself goes to `pairs/<strategy>/data/{train,test}-00000-of-00001.parquet`
   (`pipeline.pairs.dataset`), with TRL DPOTrainer's columns `prompt`, `chosen`, `rejected`
-  (the song model's text of the condition and of each song; for the tiny policy its token
-  sequences), plus both candidates' ids, audio URIs and every score, and `strategy`.
+  (the trainable policy's text of the condition and of each song, as its tokenizer reads
+  them: `TrainablePolicy.prompt_text` / `completion_text`), plus both candidates' ids, audio URIs and every score, and `strategy`.
 An empty pair set is reported (status "empty" in the manifest, with the counts that explain
 it) and no dataset is written; a strategy whose score table is missing fails alone.
 """
@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from pipeline.conditions import round_conditions
 from pipeline.manifest import read_manifest
-from pipeline.models.registry import load_song_model
+from pipeline.models.registry import trainable_policy
 from pipeline.pairs import STRATEGIES, get_strategy
 from pipeline.pairs.dataset import INDEX_SCHEMA, dataset_files, dataset_schema, score_names
 from pipeline.preferences import JOINT, Preference, preferences
@@ -44,6 +44,7 @@ class PairsStage(Stage):
         candidates = stages.get("candidates", {})
         if candidates.get("status") != "done":
             raise RuntimeError(f"stage 'candidates' must be done first (status: {candidates.get('status', 'not run')})")
+        trainable_policy(self.config.model.backend, self.config.model.options)  # NotTrainable names the backend
         options = self.config.pairs.model_dump(mode="json")
         params = {"seed": self.config.seed, "model": {"backend": self.config.model.backend, "options": self.config.model.options}}
         specs = []
@@ -123,18 +124,15 @@ class PairsStage(Stage):
         return cands[columns].reset_index(drop=True), cands.set_index("candidate_id")
 
     def trl_dataset(self, pairs: pd.DataFrame, lookup: pd.DataFrame, conditions: dict[str, dict]) -> pa.Table:
-        """TRL's columns from the song model's text forms, then ids, audio and every score."""
-        model = load_song_model(self.config.model.backend, self.config.model.options)
-        if not hasattr(model, "preference_completion"):
-            raise ValueError(f"model.backend {self.config.model.backend!r} gives no text of its songs for DPO "
-                             "(a SongModel needs preference_prompt and preference_completion)")  # fmt: skip
-        prompts = {p: model.preference_prompt(conditions[p]) for p in pairs["prompt_id"].unique()}
+        """TRL's columns from the trainable policy's text forms, then ids, audio and every score."""
+        policy = trainable_policy(self.config.model.backend, self.config.model.options)
+        prompts = {p: policy.prompt_text(conditions[p]) for p in pairs["prompt_id"].unique()}
         songs = {}
         for cid in pd.unique(pairs[["chosen_id", "rejected_id"]].to_numpy().ravel()):
             uri = lookup.at[cid, "tokens_uri"]
             if not uri:
                 raise ValueError(f"candidate {cid} has no tokens_uri: the model recorded no tokens to train on")
-            songs[cid] = model.preference_completion(json.loads(self.store.read_bytes(uri)))
+            songs[cid] = policy.completion_text(json.loads(self.store.read_bytes(uri)))
         out = {"prompt": pairs["prompt_id"].map(prompts), "chosen": pairs["chosen_id"].map(songs),
                "rejected": pairs["rejected_id"].map(songs)}  # fmt: skip
         for side in ("chosen", "rejected"):

@@ -68,12 +68,11 @@ def finish_stage(stage: Stage, specs: list[ShardSpec], results: list[ShardResult
 
 
 def _build_fields(stage: Stage, results: list[ShardResult], inputs: dict, seconds: float, built: int) -> dict:
-    return {
-        "rows": sum(r.rows for r in results),
-        "seconds": seconds,
-        "inputs": inputs,
-        "metrics": {**stage.summarize(results, seconds), "shards_built": built, "shards_skipped": len(results) - built},
-    }
+    metrics = {**stage.summarize(results, seconds), "shards_built": built, "shards_skipped": len(results) - built}
+    gpus = sorted({r.gpus for r in results if r.gpus is not None})
+    if gpus:  # shards spread over GPUs (Ray's num_gpus): which ones the built shards were given
+        metrics["gpus"] = gpus
+    return {"rows": sum(r.rows for r in results), "seconds": seconds, "inputs": inputs, "metrics": metrics}
 
 
 def run_stage_in_process(stage: Stage, on_shard: Callable[[ShardResult], None] | None = None,

@@ -8,8 +8,11 @@ with a message otherwise. Seeds from $SONGPREF_SEED like a patched upstream (and
 <save_dir>/songpref_seed.txt marker), else from the clock like unpatched upstream. Writes a
 2 s 48 kHz sine per record to <save_dir>/audios/<idx>.flac (pitch from seed and idx) and,
 with --separate, <idx>_vocal.flac and <idx>_bgm.flac; then <save_dir>/jsonl/<input>.jsonl.
+Reads $SONGPREF_SAMPLING as upstream patched with UPSTREAM_SAMPLING_PATCH does (upstream's
+values where a key is absent) and writes the <save_dir>/songpref_sampling.json marker.
 Test hooks: a record whose gt_lyric contains "FAIL" gets no output file; $STANDIN_SLEEP
-seconds of sleep first (timeouts); $STANDIN_LOG gets one JSON line per call.
+seconds of sleep first (timeouts); $STANDIN_LOG gets one JSON line per call;
+$STANDIN_FORGET_SAMPLING leaves the sampling marker out (a patch gone wrong).
 """
 
 import hashlib
@@ -51,12 +54,17 @@ def main(argv: list[str]) -> int:
     if seed_text is not None:
         with open(os.path.join(save_dir, "songpref_seed.txt"), "w") as fh:
             fh.write(str(seed))
+    sampling = {"cfg_coef": 1.5, "temperature": 0.9, "top_k": 50, "top_p": 0.0, **json.loads(os.environ.get("SONGPREF_SAMPLING", "{}"))}
+    if "SONGPREF_SAMPLING" in os.environ and not os.environ.get("STANDIN_FORGET_SAMPLING"):
+        with open(os.path.join(save_dir, "songpref_sampling.json"), "w") as fh:
+            fh.write(json.dumps(sampling))
 
     with open(input_jsonl, encoding="utf-8") as fh:
         items = [json.loads(line) for line in fh if line.strip()]
     if os.environ.get("STANDIN_LOG"):
         with open(os.environ["STANDIN_LOG"], "a", encoding="utf-8") as log:
-            log.write(json.dumps({"seed": seed_text, "records": items, "gen_type": gen_type, "separate": separate}) + "\n")
+            log.write(json.dumps({"seed": seed_text, "records": items, "gen_type": gen_type, "separate": separate,
+                                 "sampling": sampling, "argv": argv}) + "\n")
 
     new_items = []
     for item in items:

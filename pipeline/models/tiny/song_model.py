@@ -80,6 +80,13 @@ class TinySongModel:
         self.checkpoint = Path(self.options.checkpoint or CHECKPOINT_DIR).resolve()
         self.model = _load(str(self.checkpoint))
 
+    @classmethod
+    def trainable_policy(cls, options: TinyOptions):
+        """Its TrainablePolicy: DPO trains the checkpoint it samples from."""
+        from pipeline.models.tiny.trainable import TinyTrainable
+
+        return TinyTrainable(options.checkpoint or CHECKPOINT_DIR, options.max_frames)
+
     def describe(self) -> dict:
         return {
             "backend": self.name,
