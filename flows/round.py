@@ -51,8 +51,10 @@ def build_shard(round_url: str, config: dict, stage_name: str, spec: ShardSpec, 
         return stage.run_shard(spec)
     if torch_threads:
         set_torch_threads(torch_threads)
-    # a shard on several GPUs (dpo.processes) holds as many slots, at most all of them
-    with holding_slot(gpu_limit, min(stage.gpus_per_shard, round_config.orchestration.gpu.slots)):
+    # a shard on several GPUs (dpo.processes) holds as many slots, at most all of them; a process
+    # without a GPU (asked where the shard runs: a Ray worker, not the driver) holds none
+    limit = stage_limit(round_config.orchestration, stage_name) if gpu_limit else None
+    with holding_slot(limit, min(stage.gpus_per_shard, round_config.orchestration.gpu.slots)):
         return stage.run_shard(spec)
 
 
@@ -61,7 +63,7 @@ def stage_flow(round_url: str, config: dict, stage_name: str) -> dict:
     """One stage: plan, build the missing shards, record the stage in the manifest."""
     round_config = RoundConfig.model_validate(config)
     stage = make_stage(stage_name, round_config, RoundStore(round_url))
-    options, gpu_limit = round_config.orchestration.for_stage(stage_name), stage_limit(round_config.orchestration, stage_name)
+    options, gpu_limit = round_config.orchestration.for_stage(stage_name), round_config.orchestration.gpu_limit(stage_name)
     specs, started = start_stage(stage)
     threads = options.threads_for(len(specs))
     _report("start", stage_name, len(specs))
