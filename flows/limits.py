@@ -7,7 +7,8 @@ service frees the slot when the lease runs out (`orchestration.gpu.lease_seconds
 temporary server dies with its process and its leases with it, so its slot would stay taken
 for good. Each holder therefore leaves a small record under `$PREFECT_HOME/songpref-slots/`
 (its pid, the lease, the server); when a stage starts, the slots of holders whose process has
-ended are given back at once, by lease where the server still knows it.
+ended are given back at once, by lease where the server still knows it. Also the torch threads a
+shard builds with.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 import httpx
@@ -126,3 +128,34 @@ def _write_record(path: Path, record: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(record), encoding="utf-8")
     tmp.replace(path)
+    with concurrency(name, occupy=slots, timeout_seconds=None, strict=True):
+        yield
+
+
+@lru_cache(maxsize=1)
+def sees_gpu() -> bool:
+    """Whether this process sees a CUDA device (torch is asked only if it is installed)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def stage_limit(orchestration, part: str) -> str | None:
+    """The limit a shard of `part` holds: the configured GPU limit, unless the config holds it only
+    where there is a GPU and this process sees none (a CPU round's shards then run in parallel)."""
+    name = orchestration.gpu_limit(part)
+    if name is not None and orchestration.gpu.only_with_gpu and not sees_gpu():
+        return None
+    return name
+
+
+def set_torch_threads(threads: int) -> None:
+    """torch's CPU threads for this process (a no-op where torch is not installed)."""
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)

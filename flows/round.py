@@ -20,7 +20,7 @@ from prefect.runtime import flow_run as current_flow_run
 from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 import data_cards
-from flows.limits import ensure_limit, holding_slot
+from flows.limits import ensure_limit, holding_slot, set_torch_threads, stage_limit
 from flows.progress import ShardProgress
 from flows.rest_record import rerun_markdown
 from flows.run_record import record_flow_run
@@ -47,15 +47,20 @@ def _report(event: str, stage: str, payload: object) -> None:
 # by the digest of its inputs. Prefect's own result cache would be a second, weaker copy.
 # Retries and parallelism come from the config's `orchestration` section (`with_options` per stage).
 @task(cache_policy=NO_CACHE, task_run_name="{stage_name}-shard-{spec.index}")
-def build_shard(round_url: str, config: dict, stage_name: str, spec: ShardSpec, gpu_limit: str | None = None) -> ShardResult:
+def build_shard(round_url: str, config: dict, stage_name: str, spec: ShardSpec, gpu_limit: str | None = None,
+                torch_threads: int | None = None) -> ShardResult:  # fmt: skip
     round_config = RoundConfig.model_validate(config)
     stage = make_stage(stage_name, round_config, RoundStore(round_url))
     stage.item_progress = ShardProgress(stage_name, _report)
     if stage.store.exists(spec.filename):  # finished work holds no GPU slot
         return stage.run_shard(spec)
-    # a shard on several GPUs (dpo.processes) holds as many slots, at most all of them
+    if torch_threads:
+        set_torch_threads(torch_threads)
+    # a shard on several GPUs (dpo.processes) holds as many slots, at most all of them; a process
+    # without a GPU (asked where the shard runs: a Ray worker, not the driver) holds none
     gpu = round_config.orchestration.gpu
-    with holding_slot(gpu_limit, min(stage.gpus_per_shard, gpu.slots), gpu.lease_seconds):
+    limit = stage_limit(round_config.orchestration, stage_name) if gpu_limit else None
+    with holding_slot(limit, min(stage.gpus_per_shard, gpu.slots), gpu.lease_seconds):
         return stage.run_shard(spec)
 
 
@@ -66,12 +71,14 @@ def stage_flow(round_url: str, config: dict, stage_name: str) -> dict:
     stage = make_stage(stage_name, round_config, RoundStore(round_url))
     options, gpu_limit = round_config.orchestration.for_stage(stage_name), round_config.orchestration.gpu_limit(stage_name)
     specs, started = start_stage(stage)
+    threads = options.threads_for(len(specs))
     _report("start", stage_name, len(specs))
     if gpu_limit:
         ensure_limit(gpu_limit, round_config.orchestration.gpu.slots)
     shard_task = build_shard.with_options(retries=options.retries, retry_delay_seconds=options.retry_delay_seconds)
     with ray_remote_options(options):  # Ray's num_cpus/num_gpus per shard; nothing for threads
-        futures = shard_task.map(unmapped(round_url), unmapped(config), unmapped(stage_name), specs, unmapped(gpu_limit))
+        futures = shard_task.map(unmapped(round_url), unmapped(config), unmapped(stage_name), specs, unmapped(gpu_limit),
+                                 unmapped(threads))  # fmt: skip
     results, errors = [], []
     for future in as_completed(futures):
         try:

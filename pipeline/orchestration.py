@@ -4,6 +4,7 @@ the config hash (a round rerun with more threads is the same round)."""
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +27,7 @@ class ShardRunOptions(_Strict):
     retry_delay_seconds: float | None = Field(None, ge=0, description="Seconds between a shard's retries.")
     num_cpus: float | None = Field(None, gt=0, description="With the ray task runner: CPUs a shard reserves (Ray remote option).")
     num_gpus: float | None = Field(None, ge=0, description="With the ray task runner: GPUs a shard reserves (Ray remote option).")
+    torch_threads: int | None = Field(None, ge=1, description="torch CPU threads while a shard of the stage builds.")
 
 
 class ShardDefaults(_Strict):
@@ -36,6 +38,18 @@ class ShardDefaults(_Strict):
     retry_delay_seconds: float = Field(2.0, ge=0, description="Seconds between a shard's retries.")
     num_cpus: float | None = Field(None, gt=0, description="With the ray task runner: CPUs a shard reserves (Ray's default: 1).")
     num_gpus: float | None = Field(None, ge=0, description="With the ray task runner: GPUs a shard reserves (Ray's default: 0).")
+    torch_threads: int | None = Field(None, ge=1, description="torch CPU threads while a shard builds; null: "
+                                      "$OMP_NUM_THREADS if set, else the CPU cores shared by the shards built at once "
+                                      "(at least 1). More threads than free cores slow small models down many times.")  # fmt: skip
+
+    def threads_for(self, shards: int) -> int | None:
+        """torch threads per shard when a stage builds `shards` shards: the set value, None where
+        $OMP_NUM_THREADS pins them, else the cores divided among the shards that run at once."""
+        if self.torch_threads:
+            return self.torch_threads
+        if os.environ.get("OMP_NUM_THREADS"):
+            return None
+        return max(1, (os.cpu_count() or 1) // max(1, min(self.parallelism, shards)))
 
 
 class GpuLimitOptions(_Strict):
@@ -48,6 +62,8 @@ class GpuLimitOptions(_Strict):
     lease_seconds: float = Field(300.0, ge=60, le=86_400, description="A held slot's lease, renewed while its shard builds: after a "
                                  "crash, a running server frees the slot when it runs out (a temporary server's slots are freed "
                                  "when the next stage starts).")  # fmt: skip
+    only_with_gpu: bool = Field(True, description="Hold a slot only in a process that sees a CUDA device. Without one the "
+                                "limit guards no GPU, and holding it would build a CPU round's shards one at a time.")  # fmt: skip
 
 
 class RayOptions(_Strict):

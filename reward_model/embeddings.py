@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.scoring.audio_features import chroma_frames, estimate_tempo, onset_envelope, spectrogram
+from pipeline.scoring.audio_features import ONSET_FFT, chroma_frames, estimate_tempo, onset_envelope, spectrogram
 from pipeline.scoring.base import ScoringItem
 from pipeline.scoring.embedding_scorer import AudioError, check_audio, load_mono
 from reward_model.options import EmbeddingConfig  # noqa: F401 (defined with the config section)
@@ -129,10 +129,11 @@ def _rhythm_features(acc: np.ndarray, voc: np.ndarray, sr: int) -> list[float]:
     """Onset envelopes at the beat period of the audio's tempo: vector strengths (pulse
     regularity) and on-beat phases (the real part: +1 every onset on the beat, -1 an eighth late)."""
     hop = sr // 100
-    bpm = estimate_tempo(acc, sr)["bpm"]
+    mag = spectrogram(acc, sr, ONSET_FFT, hop)  # one spectrogram for the accompaniment's bands
+    low, mid = onset_envelope(acc, sr, hop, 30.0, 400.0, mag), onset_envelope(acc, sr, hop, 100.0, 1000.0, mag)
+    bpm = estimate_tempo(acc, sr, env=low)["bpm"]  # the tempo's envelope is `low`
     beat = 60.0 * (sr / hop) / bpm
-    low, mid = onset_envelope(acc, sr, hop, 30.0, 400.0), onset_envelope(acc, sr, hop, 100.0, 1000.0)
-    flux, high = _chroma_flux(acc, sr, hop), onset_envelope(acc, sr, hop, 4000.0, 8000.0)
+    flux, high = _chroma_flux(acc, sr, hop), onset_envelope(acc, sr, hop, 4000.0, 8000.0, mag)
     vocal = onset_envelope(voc, sr, hop, 80.0, 4000.0)
     strength = [abs(_beat_phase(e, p)) for e, p in ((low, beat), (mid, beat), (flux, beat), (flux, beat / 2),
                                                     (mid, 2 * beat), (vocal, beat), (flux, 2 * beat))]  # fmt: skip

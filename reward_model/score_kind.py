@@ -26,9 +26,13 @@ class RewardKind(ScoreKind):
         return config.reward_model
 
     def load(self, config, store):
+        from reward_model.embedding_cache import CachedEmbedder, read_embeddings
         from reward_model.scorer import RewardScorer
 
-        return RewardScorer(store.path(MODEL_DIR))
+        scorer = RewardScorer(store.path(MODEL_DIR))
+        # the candidates' embeddings from the reward_model stage, not computed a second time
+        scorer.embedder = CachedEmbedder(scorer.embedder, read_embeddings(store, scorer.embedder))
+        return scorer
 
     def score(self, scorer, items: list[ScoringItem], lyrics: list[str]) -> list[dict]:
         simulated = bool((scorer.model.report or {}).get("simulated_rankings"))  # trained on the simulated crowd

@@ -9,6 +9,8 @@ Two parts, each its own manifest record:
   (`quality`: Krippendorff's alpha, and annotators excluded for failing gold tasks, disagreeing
   with the others or clicking through; reasons in reward_model/quality.md and the manifest),
   breaks the kept rankings into pairs, embeds every candidate's audio and trains the reward head.
+  The embeddings are kept (reward_model/embeddings.parquet) for scores/reward, which scores the
+  same songs with the same embedder.
   The shard's rows are the rankings used (the snapshot, `excluded` marking the dropped
   annotators); the model goes to reward_model/model/.
 - `scores/reward`: the `reward` score kind (reward_model/score_kind.py), one shard per candidates
@@ -31,6 +33,7 @@ from pipeline.digest import digest_json
 from pipeline.manifest import finished_outputs
 from pipeline.scoring.items import scoring_items
 from pipeline.stages.base import ShardSpec, Stage
+from reward_model.embedding_cache import write_embeddings
 from reward_model.embeddings import FEATURES_VERSION, embedding_matrix, load_embedder
 from reward_model.options import RewardStageOptions
 from reward_model.quality import assess, drop_flagged
@@ -73,7 +76,9 @@ class RewardModelStage(Stage):
             self.store.write_bytes(f"{QUALITY_DIR}/{name}", data)  # atomic: temporary sibling + rename
         kept = drop_flagged(rankings, quality)
         embedder = load_embedder(options.embedding)
-        ids, matrix, embed_errors = embedding_matrix(embedder.embed(items))
+        embeddings = embedder.embed(items)
+        write_embeddings(self.store, embedder, items, embeddings)  # scores/reward reads them back
+        ids, matrix, embed_errors = embedding_matrix(embeddings)
         # A ranking that shows a song we could not embed is left out whole: its other pairs would be biased.
         pairs = rankings_to_pairs(kept[kept["candidate_ids"].map(lambda c: not set(c) & set(embed_errors))], set(ids))
         simulated = parse_source(options.rankings).kind == "simulated"

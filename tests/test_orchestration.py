@@ -31,6 +31,24 @@ def test_orchestration_keys_are_typed_and_left_out_of_the_config_hash():
     assert "c.yaml: orchestration.gpu.slots: Input should be greater than or equal to 1 (got 0)" in lines
 
 
+def test_torch_threads_share_the_cores_among_parallel_shards_and_the_gpu_limit_needs_a_gpu(monkeypatch):
+    import os
+
+    from flows.limits import sees_gpu, stage_limit
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    config = RoundConfig.model_validate({"orchestration": {"stages": {"dpo": {"torch_threads": 3}}}}).orchestration
+    cores = os.cpu_count()
+    assert config.for_stage("sweep").threads_for(9) == max(1, cores // 2)  # two shards at once
+    assert config.for_stage("ablation").threads_for(1) == cores  # one shard has every core
+    assert config.for_stage("dpo/joint").threads_for(1) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert config.for_stage("sweep").threads_for(9) is None  # pinned by the environment: left alone
+    assert stage_limit(config, "sweep") == ("songpref-gpu" if sees_gpu() else None)
+    assert stage_limit(config.model_copy(update={"gpu": config.gpu.model_copy(update={"only_with_gpu": False})}), "sweep") == "songpref-gpu"
+    assert stage_limit(config, "pairs") is None
+
+
 def _limit(name):
     with get_client(sync_client=True) as client:
         return client.read_global_concurrency_limit_by_name(name)
@@ -39,7 +57,8 @@ def _limit(name):
 def test_a_gpu_stage_waits_for_a_busy_limit_and_slots_never_overlap(tmp_path, prefect_api_url):
     ensure_limit("test-gpu", 3)
     config = RoundConfig.model_validate({"seed": 3, "lyrics": {"count": 8, "shard_size": 4}, "orchestration": {
-        "gpu": {"name": "test-gpu", "slots": 1, "stages": ["lyrics"]}, "stages": {"lyrics": {"parallelism": 2, "retries": 0}}}})  # fmt: skip
+        "gpu": {"name": "test-gpu", "slots": 1, "stages": ["lyrics"], "only_with_gpu": False},
+        "stages": {"lyrics": {"parallelism": 2, "retries": 0}}}})  # fmt: skip
     held, intervals = threading.Event(), []
 
     def occupy(seconds):

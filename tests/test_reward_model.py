@@ -241,6 +241,27 @@ def test_save_load_and_scorer_give_identical_rewards(trained, embedded, songs, t
     assert info["simulated_rankings"] is True
 
 
+def test_kept_embeddings_score_as_recomputed_ones_and_other_audio_is_embedded_again(trained, embedded, songs, tmp_path):
+    from pipeline.store import RoundStore
+    from reward_model.embedding_cache import CachedEmbedder, audio_key, read_embeddings, write_embeddings
+    from reward_model.embeddings import Embedding
+
+    ids, matrix = embedded
+    items, store = songs[1][:4], RoundStore(str(tmp_path / "round"))
+    embedder = FeatureEmbedder()
+    write_embeddings(store, embedder, items, [Embedding(i, v) for i, v in zip(ids[:4], matrix[:4])])
+    known = read_embeddings(store, embedder)
+    assert set(known) == {audio_key(it) for it in items}
+    assert read_embeddings(store, FeatureEmbedder(EmbeddingConfig(sample_rate=22050))) == {}  # another embedder: none
+    scorer = RewardScorer(trained.save(tmp_path / "rm"))
+    scorer.embedder = CachedEmbedder(scorer.embedder, known)
+    assert [r["reward"] for r in scorer.score(items)] == trained.reward(matrix[:4]).tolist()
+    known[audio_key(items[0])] = matrix[7]  # a kept vector is what is scored: the song is not embedded again
+    other = ScoringItem("p00-c0", songs[1][5].audio_path, "", "en", "", stems=songs[1][5].stems)  # same id, other audio
+    rows = scorer.score([items[0], other])
+    assert [r["reward"] for r in rows] == trained.reward(matrix[[7, 5]]).tolist()
+
+
 def test_bad_inputs_name_the_culprit(embedded, crowd, songs):
     ids, matrix = embedded
     rankings = crowd[1].head(3).copy()

@@ -154,6 +154,27 @@ def test_sampling_is_seeded_in_vocab_and_decodes():
     assert greedy[0] == greedy[1]
 
 
+def test_several_conditions_in_one_batch_sample_the_songs_each_samples_alone():
+    from pipeline.models.tiny.sampling import sample_songs
+
+    m = make_model()
+    rows, seeds = [CONDITIONS[i // 2] for i in range(6)], [11, 12, 13, 14, 15, 16]
+    assert len({len(m.prefix_embeds(c)) for c in CONDITIONS[:3]}) > 1  # prefixes of several lengths: padded and masked
+    batch = sample_songs(m, rows, seeds, temperature=0.9, top_k=50, top_p=0.95, max_frames=32)
+    assert batch == [m.sample(c, seed=s, temperature=0.9, top_k=50, top_p=0.95, max_frames=32) for c, s in zip(rows, seeds)]
+    with pytest.raises(ValueError, match="6 conditions for 2 seeds"):
+        sample_songs(m, rows, seeds[:2])
+
+
+def test_a_draw_is_torch_multinomials_draw_from_each_rows_generator():
+    logits, active = torch.randn(6, 40) * 3, torch.tensor([True, False, True, True, True, False])
+    gens = lambda: [torch.Generator().manual_seed(100 + i) for i in range(6)]  # noqa: E731
+    picks = TinyLeLM._draw(logits, gens(), 0.8, 0, 1.0, active)
+    probs = (logits / 0.8).softmax(-1)
+    expected = [int(torch.multinomial(probs[i], 1, generator=g)) if on else 0 for i, (g, on) in enumerate(zip(gens(), active))]
+    assert picks.tolist() == expected
+
+
 def test_eos_ends_a_song():
     m = make_model()
     with torch.no_grad():

@@ -49,17 +49,21 @@ def sample_oracle(config, checkpoint: Path, conditions: list[dict], seeds: int) 
     prompt with the evaluator's seeds (alignment.sweep.evaluate.evaluation_seeds)."""
     from alignment.sweep.evaluate import evaluation_seeds
     from pipeline.models.registry import load_song_model
+    from pipeline.models.tiny.sampling import sample_songs
+    from pipeline.models.tiny.song_model import SAMPLING_BATCH
 
     if config.model.backend != "tiny":
         raise ValueError(f"the oracle ablation reads the tiny model's tokens; model.backend is {config.model.backend!r}")
     song_model = load_song_model("tiny", {**config.model.options, "checkpoint": str(checkpoint)})
     s = config.sampling
+    requests = [(condition, seed) for condition in conditions
+                for seed in evaluation_seeds(config.seed, condition["condition_id"], seeds)]  # fmt: skip
     rows = []
-    for condition in conditions:  # as TinySongModel.sample draws them: the same songs the audio columns score
-        seed_list = evaluation_seeds(config.seed, condition["condition_id"], seeds)
-        songs = song_model.model.sample_batch(condition, seed_list, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                                              max_frames=song_model.options.max_frames)  # fmt: skip
-        for seed, tokens in zip(seed_list, songs):
+    for start in range(0, len(requests), SAMPLING_BATCH):  # batched as TinySongModel.sample batches them
+        batch = requests[start : start + SAMPLING_BATCH]
+        songs = sample_songs(song_model.model, [c for c, _ in batch], [seed for _, seed in batch], temperature=s.temperature,
+                             top_k=s.top_k, top_p=s.top_p, max_frames=song_model.options.max_frames)  # fmt: skip
+        for (condition, seed), tokens in zip(batch, songs):
             rows.append({"prompt_id": condition["condition_id"], "seed": seed, **oracle_metrics(tokens, condition)})
     return pd.DataFrame(rows)
 
@@ -124,6 +128,24 @@ def round_models(config, store) -> dict[str, Path]:
     return models
 
 
+def model_identity(folder: Path) -> str:
+    """A digest of a model folder's weights and config: equal digests sample equal songs."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        path = Path(folder) / name
+        digest.update(path.read_bytes() if path.is_file() else b"")
+    return digest.hexdigest()
+
+
+def same_model(checkpoint: Path, models: dict[str, Path], done: dict) -> str | None:
+    """The first model in `done` with the same weights as `checkpoint` (the sweep's chosen point is a
+    copy of one of the round's models): its songs are this model's songs, so they are not sampled twice."""
+    identity = model_identity(checkpoint)
+    return next((name for name in done if model_identity(models[name]) == identity), None)
+
+
 def oracle_ablation(config, store, prompts: int, seeds: int, progress=None, edge_step: float | None = None,
                     audio_songs: int = 0) -> tuple[pd.DataFrame, str]:  # fmt: skip
     """Sample every model of the round on `prompts` fresh conditions x `seeds` seeds; writes
@@ -140,9 +162,10 @@ def oracle_ablation(config, store, prompts: int, seeds: int, progress=None, edge
     models = round_models(config, store)
     songs = {}
     for name, checkpoint in models.items():
-        songs[name] = sample_oracle(config, checkpoint, conditions, seeds)
+        twin = same_model(checkpoint, models, songs)
+        songs[name] = songs[twin] if twin else sample_oracle(config, checkpoint, conditions, seeds)
         if progress:
-            progress(f"sampled {name}")
+            progress(f"sampled {name}" + (f" (the same weights as {twin})" if twin else ""))
     own = {p.name: p.oracles for p in preferences().values()}
     table = ablation_frame(songs)
     markdown = ablation_markdown(table, own)
@@ -178,7 +201,8 @@ def audio_report(config, store, models: dict[str, Path], conditions: list[dict],
     evaluator = PolicyEvaluator(config, store, prompts, seeds, config.seed)
     songs = {}
     for name, checkpoint in models.items():
-        songs[name] = evaluator.evaluate(checkpoint, Path(store.path("ablation", ".audio-work", name)))
+        twin = same_model(checkpoint, models, songs)
+        songs[name] = songs[twin] if twin else evaluator.evaluate(checkpoint, Path(store.path("ablation", ".audio-work", name)))
         if progress:
             progress(f"rendered and scored {name}")
     every = pd.concat([frame.assign(model=name) for name, frame in songs.items()], ignore_index=True)

@@ -43,10 +43,15 @@ def spectrogram(x: np.ndarray, sr: int, n_fft: int, hop: int) -> np.ndarray:
 # ---------------------------------------------------------------- tempo
 
 
-def onset_envelope(x: np.ndarray, sr: int, hop: int, low_hz: float = 30.0, high_hz: float = 400.0) -> np.ndarray:
-    """Half-wave rectified log-spectral flux summed over a band: one value per hop."""
-    n_fft = 1024
-    mag = spectrogram(x, sr, n_fft, hop)
+ONSET_FFT = 1024
+
+
+def onset_envelope(x: np.ndarray, sr: int, hop: int, low_hz: float = 30.0, high_hz: float = 400.0,
+                   mag: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """Half-wave rectified log-spectral flux summed over a band: one value per hop. `mag`: the
+    signal's `spectrogram(x, sr, ONSET_FFT, hop)` if already computed (several bands share it)."""
+    n_fft = ONSET_FFT
+    mag = spectrogram(x, sr, n_fft, hop) if mag is None else mag
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
     band = (freqs >= low_hz) & (freqs < high_hz)
     logmag = np.log1p(100.0 * mag[:, band] / (mag[:, band].max() + 1e-12))
@@ -74,7 +79,7 @@ def _grid_values(env: np.ndarray, fps: float, bpm: float) -> np.ndarray:
     return env[np.round(phase + period * np.arange(int((len(env) - 1 - phase) // period) + 1)).astype(int)]
 
 
-def estimate_tempo(x: np.ndarray, sr: int, beat_floor: float = 0.17) -> dict:
+def estimate_tempo(x: np.ndarray, sr: int, beat_floor: float = 0.17, env: np.ndarray | None = None) -> dict:
     """bpm in [MIN_BPM, MAX_BPM), and the metrical level it came from.
 
     The strongest pulse grid is only known up to its metrical level (eighths, beats, half bars).
@@ -82,10 +87,11 @@ def estimate_tempo(x: np.ndarray, sr: int, beat_floor: float = 0.17) -> dict:
     onsets wins: its lower-quartile pulse, relative to the envelope's 99th percentile, reaches
     `beat_floor`. An eighth-note grid fails that (half its pulses fall between the low-band
     accents), the beat passes (every beat has a kick, snare or bass note). The winner is then
-    folded into [MIN_BPM, MAX_BPM) by octaves."""
+    folded into [MIN_BPM, MAX_BPM) by octaves. `env`: x's `onset_envelope(x, sr, sr // 100)` if
+    already computed."""
     hop = max(1, sr // 100)
     fps = sr / hop
-    env = onset_envelope(x, sr, hop)
+    env = onset_envelope(x, sr, hop) if env is None else env
     bpms = MIN_BPM / 2 * np.exp(np.arange(0.0, np.log(2 * MAX_BPM / (MIN_BPM / 2)), 0.001))
     scores = grid_salience(env, fps, bpms)
     strongest = float(bpms[int(np.argmax(scores))])

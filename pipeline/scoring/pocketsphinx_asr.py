@@ -23,6 +23,7 @@ import logging
 import math
 import shutil
 import tempfile
+import threading
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -180,11 +181,13 @@ class PocketsphinxTranscriber:
         self.espeak_words: dict[str, list[str]] = {}  # dictionary lines made from espeak's phones
         self._dir = self._lm_digest = None
         self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
 
     def prepare(self, lyrics: list[str]) -> None:
-        """Writes the in-domain LM and its dictionary from the round's lyrics (if `lyrics_lm`)."""
-        self.close()
+        """Writes the in-domain LM and its dictionary from the round's lyrics (if `lyrics_lm`); the
+        same LM as the one in use keeps it, and the worker processes already decoding with it."""
         if not self.options.lyrics_lm:
+            self.close()
             return
         cmudict = _cmudict(model_paths()["dict"])
         sentences = [sentence for lyric in lyrics for sentence in _sentences(lyric)]
@@ -201,10 +204,14 @@ class PocketsphinxTranscriber:
         pieces = [r.split() for s in sentences for r in " ".join(w if w in cmudict else "\n" for w in s).split("\n")]
         arpa = arpa_lm([p for p in pieces if p], self.options.lm_order)
         dictionary = "\n".join(line for w in vocab for line in cmudict[w]) + "\n"
+        digest = digest_bytes((arpa + "\0" + dictionary).encode())
+        if self._dir is not None and digest == self._lm_digest:
+            return
+        self.close()
         self._dir = tempfile.mkdtemp(prefix="songpref-pocketsphinx-")
         Path(self._dir, "lyrics.arpa").write_text(arpa, encoding="utf-8")
         Path(self._dir, "lyrics.dict").write_text(dictionary, encoding="utf-8")
-        self._lm_digest = digest_bytes((arpa + "\0" + dictionary).encode())
+        self._lm_digest = digest
 
     def decoder_config(self) -> dict:
         paths, o = model_paths(), self.options
@@ -244,10 +251,11 @@ class PocketsphinxTranscriber:
     def _executor(self) -> ProcessPoolExecutor:
         import multiprocessing
 
-        if self._pool is None:  # spawn: forking a parent that holds torch threads or decoders is unsafe
-            self._pool = ProcessPoolExecutor(
-                self.options.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker, initargs=(self.decoder_config(), self.options.model_dump_json()))
+        with self._lock:  # shards built on parallel threads share this transcriber
+            if self._pool is None:  # spawn: forking a parent that holds torch threads or decoders is unsafe
+                self._pool = ProcessPoolExecutor(
+                    self.options.workers, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_init_worker, initargs=(self.decoder_config(), self.options.model_dump_json()))
         return self._pool
 
     def describe(self) -> dict:

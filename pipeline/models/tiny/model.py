@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from transformers import LlamaConfig, LlamaModel, PretrainedConfig, PreTrainedModel
-from transformers.cache_utils import DynamicCache
 from transformers.utils import ModelOutput
 
 from pipeline.models.tiny.codec import ACCOMPANIMENT_SIZE, HEADER_SIZE, MAX_WORDS, MIXED_SIZE, VOCAL_SIZE
@@ -236,59 +235,25 @@ class TinyLeLM(PreTrainedModel):
             drop = probs.cumsum(-1) - probs > top_p  # keeps the smallest prefix reaching top_p
             logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
         probs = logits.softmax(-1).cpu()
+        if not bool(torch.isfinite(probs).all()):
+            raise ValueError("sampling: the probability tensor contains inf or nan")
+        # torch.multinomial's draw of one sample, row by row from each row's generator (argmax of
+        # p / q with q ~ Exp(1)), with the division and argmax done once for the batch: the same tokens.
+        q = torch.ones_like(probs)
         active = [True] * len(gens) if active is None else active.tolist()
-        picks = [torch.multinomial(probs[i], 1, generator=g) if on else torch.zeros(1, dtype=torch.long)
-                 for i, (g, on) in enumerate(zip(gens, active))]  # fmt: skip
-        return torch.cat(picks).to(logits.device)
+        for i, (g, on) in enumerate(zip(gens, active)):
+            if on:
+                q[i].exponential_(1, generator=g)
+        picks = (probs / q).argmax(-1).masked_fill(~torch.tensor(active, dtype=torch.bool), 0)
+        return picks.to(logits.device)
 
-    @torch.no_grad()
     def sample_batch(self, condition: dict, seeds: list[int], temperature: float = 1.0, top_k: int = 0,
                      top_p: float = 1.0, max_frames: int | None = None) -> list[dict[str, list[int]]]:  # fmt: skip
-        """One song per seed for one condition; each candidate draws from its own seeded
-        torch.Generator. The LM runs first with a KV cache (header, then mixed until EOS or
-        max_frames), then the AR decoder with a KV cache over the delayed LM states: the same
-        distribution as interleaving them, as the LM never reads the dual-track tokens."""
-        c, k, b = self.config, self.config.delay, len(seeds)
-        gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        draw = lambda logits, on=None: self._draw(logits, gens, temperature, top_k, top_p, on)  # noqa: E731
-        max_frames = min(max_frames or c.max_frames, c.max_frames)
-        cache = DynamicCache(config=self.lm.config)
-        step = lambda x, mod: mod(inputs_embeds=x[:, None], cache=cache, use_cache=True).last_hidden_state[:, -1]  # noqa
-        prefix = self.prefix_embeds(condition)[None].expand(b, -1, -1)
-        h = self.lm(inputs_embeds=prefix, cache=cache, use_cache=True).last_hidden_state[:, -1]
-        header = []
-        for _ in range(HEADER_LEN):
-            header.append(draw(self.header_head(h)))
-            h = step(self.header_emb(header[-1]) + self.kind_emb.weight[HEADER_KIND], self.lm)
-        mixed, frames = [], []
-        length = torch.full((b,), max_frames, dtype=torch.long, device=self.device)
-        done = torch.zeros(b, dtype=torch.bool, device=self.device)
-        for t in range(max_frames):
-            logits = self.mixed_head(h)
-            if t == 0:
-                logits[:, c.mixed_eos] = float("-inf")  # no empty songs
-            tok = draw(logits, ~done)
-            ended = (tok == c.mixed_eos) & ~done
-            length[ended], done = t, done | ended
-            if bool(done.all()):
-                break
-            mixed.append(tok.masked_fill(done, 0))
-            h = step(self.mixed_emb(mixed[-1]) + self.kind_emb.weight[MIXED_KIND], self.lm)
-            frames.append(h)
-        cache = DynamicCache(config=self.decoder.config)
-        prev = self.dual_bos.expand(b, -1)
-        vocals, accompaniment = [], []
-        for t in range(int(length.max())):
-            state = self.cond_proj(frames[t + k]) if t + k < len(frames) else self.end_pad.expand(b, -1)
-            state = torch.where((t + k < length)[:, None], state, self.end_pad)
-            out = step(state + prev, self.decoder)
-            vocals.append(draw(self.vocals_head(out), t < length))
-            accompaniment.append(draw(self.accompaniment_head(out), t < length))
-            prev = self.vocals_emb(vocals[-1]) + self.accompaniment_emb(accompaniment[-1])
-        stack = lambda xs: torch.stack(xs, 1).tolist() if xs else [[] for _ in range(b)]  # noqa: E731
-        streams = dict(zip(STREAMS, map(stack, (header, mixed, vocals, accompaniment))))
-        cut = [int(n) for n in length]
-        return [{s: streams[s][i][: HEADER_LEN if s == "header" else cut[i]] for s in STREAMS} for i in range(b)]
+        """One song per seed for one condition, each from its own seeded torch.Generator
+        (pipeline.models.tiny.sampling.sample_songs, which also batches several conditions)."""
+        from pipeline.models.tiny.sampling import sample_songs
+
+        return sample_songs(self, [condition] * len(seeds), seeds, temperature, top_k, top_p, max_frames)
 
     def sample(self, condition: dict, seed: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                max_frames: int | None = None) -> dict[str, list[int]]:  # fmt: skip
