@@ -128,8 +128,6 @@ def _write_record(path: Path, record: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(record), encoding="utf-8")
     tmp.replace(path)
-    with concurrency(name, occupy=slots, timeout_seconds=None, strict=True):
-        yield
 
 
 @lru_cache(maxsize=1)

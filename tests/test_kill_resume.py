@@ -26,7 +26,7 @@ RAW = {
     "seed": 8,
     "lyrics": {"count": 2, "shard_size": 1, "generator": {"backend": "template", "min_sentences": 1, "max_sentences": 1, "max_sections": 3}},
     "sampling": {"num_candidates": 2},
-    "orchestration": {"gpu": {"name": "kill-test-gpu", "slots": 1, "stages": ["candidates"]},
+    "orchestration": {"gpu": {"name": "kill-test-gpu", "slots": 1, "stages": ["candidates"], "only_with_gpu": False},
                       "stages": {"candidates": {"parallelism": 1, "retries": 0}}},
 }  # fmt: skip
 

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
 
 from pipeline.digest import WEIGHT_SUFFIXES, model_dir_digest
 from pipeline.models.base import SamplingParams
@@ -77,6 +76,8 @@ def weights_digest(folder: Path) -> str:
 
 def _draw(logits: torch.Tensor, gens: list[torch.Generator], params: SamplingParams, active: list[bool]) -> torch.Tensor:
     """One token per active row from its own generator (an inactive row draws nothing and gets -1)."""
+    import torch
+
     if params.temperature <= 0:
         return torch.where(torch.tensor(active, device=logits.device), logits.argmax(-1), -1)
     logits = logits.float() / params.temperature
@@ -102,6 +103,8 @@ def cache_keyword(model) -> str:
 def static_cache(model, rows: int, length: int):
     """A preallocated KV cache of `length` positions (no copy of the whole cache at every step,
     as a growing one makes); older transformers want the batch size, device and dtype up front."""
+    import torch
+
     from transformers import StaticCache
 
     try:
@@ -111,43 +114,45 @@ def static_cache(model, rows: int, length: int):
                            dtype=model.dtype)  # fmt: skip
 
 
-@torch.no_grad()
 def sample_interleaved(model, prompt_ids: list[int], seeds: list[int], songs: InterleavedSongs, params: SamplingParams,
                        max_frames: int, min_frames: int = 1, on_step: Callable[[int], None] | None = None) -> list[dict]:  # fmt: skip
     """One song (its streams' codec tokens) per seed, all from `prompt_ids`, as one batch.
     `on_step(step)` is called after each token is drawn (benchmarks time the steps with it)."""
-    device, n, width = model.device, len(seeds), len(songs.streams)
-    gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
-    cache = static_cache(model, n, len(prompt_ids) + max_frames * width + 1)
-    key = cache_keyword(model)
-    audio = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
-    audio[list(songs.code_ids)] = True
-    end_only = torch.zeros_like(audio)
-    end_only[songs.end_id] = True
-    code_of = torch.full((model.config.vocab_size,), -1, dtype=torch.long)
-    code_of[list(songs.code_ids)] = torch.arange(len(songs.code_ids))
-    tokens = torch.tensor([prompt_ids] * n, device=device)
-    codes, active = [[] for _ in range(n)], [True] * n
-    for step in range(max_frames * width + 1):
-        logits = model(input_ids=tokens, use_cache=True, logits_to_keep=1, **{key: cache}).logits[:, -1]
-        frame, slot = divmod(step, width)
-        allowed = end_only if frame == max_frames else audio.clone()
-        if slot == 0 and min_frames <= frame < max_frames:
-            allowed[songs.end_id] = True
-        picks = _draw(logits.masked_fill(~allowed, float("-inf")), gens, params, active).cpu()
-        for row, pick in enumerate(picks.tolist()):
-            if not active[row]:
-                continue
-            if pick == songs.end_id:
-                active[row] = False
-            else:
-                codes[row].append(int(code_of[pick]))
-        if on_step:
-            on_step(step)
-        if not any(active):
-            break
-        tokens = picks.clamp(min=0).to(device)[:, None]  # a finished row feeds token 0: never read again
-    return [{s: row[i::width] for i, s in enumerate(songs.streams)} for row in codes]
+    import torch
+
+    with torch.no_grad():  # sampling needs no graph
+        device, n, width = model.device, len(seeds), len(songs.streams)
+        gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        cache = static_cache(model, n, len(prompt_ids) + max_frames * width + 1)
+        key = cache_keyword(model)
+        audio = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
+        audio[list(songs.code_ids)] = True
+        end_only = torch.zeros_like(audio)
+        end_only[songs.end_id] = True
+        code_of = torch.full((model.config.vocab_size,), -1, dtype=torch.long)
+        code_of[list(songs.code_ids)] = torch.arange(len(songs.code_ids))
+        tokens = torch.tensor([prompt_ids] * n, device=device)
+        codes, active = [[] for _ in range(n)], [True] * n
+        for step in range(max_frames * width + 1):
+            logits = model(input_ids=tokens, use_cache=True, logits_to_keep=1, **{key: cache}).logits[:, -1]
+            frame, slot = divmod(step, width)
+            allowed = end_only if frame == max_frames else audio.clone()
+            if slot == 0 and min_frames <= frame < max_frames:
+                allowed[songs.end_id] = True
+            picks = _draw(logits.masked_fill(~allowed, float("-inf")), gens, params, active).cpu()
+            for row, pick in enumerate(picks.tolist()):
+                if not active[row]:
+                    continue
+                if pick == songs.end_id:
+                    active[row] = False
+                else:
+                    codes[row].append(int(code_of[pick]))
+            if on_step:
+                on_step(step)
+            if not any(active):
+                break
+            tokens = picks.clamp(min=0).to(device)[:, None]  # a finished row feeds token 0: never read again
+        return [{s: row[i::width] for i, s in enumerate(songs.streams)} for row in codes]
 
 
 class CausalLMPolicy:
@@ -183,11 +188,12 @@ class CausalLMPolicy:
     def prompt_ids(self, condition: dict) -> list[int]:
         return self.tokenizer(self.prompt_text(condition))["input_ids"]
 
-    def load(self, folder: Path | None = None, dtype: torch.dtype = torch.float32):
-        """The model (a LoRA adapter folder is loaded onto its base and merged) and its tokenizer."""
+    def load(self, folder: Path | None = None, dtype=None):
+        """The model (a LoRA adapter folder is loaded onto its base and merged) and its tokenizer (float32 unless `dtype`)."""
+        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        folder = Path(folder or self.checkpoint)
+        folder, dtype = Path(folder or self.checkpoint), dtype or torch.float32
         if (folder / "adapter_config.json").is_file():
             from peft import AutoPeftModelForCausalLM
 
@@ -203,6 +209,8 @@ class CausalLMPolicy:
         tokenizer.save_pretrained(folder)
 
     def stream_logprobs(self, model, conditions: list[dict], songs: list[dict[str, list[int]]]) -> dict:
+        import torch
+
         layout = self.songs(self.tokenizer)
         out: dict[str, list[torch.Tensor]] = {s: [] for s in (*layout.streams, END)}
         with torch.no_grad():
