@@ -48,15 +48,17 @@ def test_a_cached_rerun_imports_neither_prefect_nor_torch_and_a_server_records_i
     shutil.copytree(source, copy)
     config = tmp_path / "small.yaml"
     config.write_text(yaml.safe_dump(RAW), encoding="utf-8")
-    before = json.loads((copy / "manifest.json").read_text())["stages"]
+    upstream = ("lyrics", "conditions", "candidates", "scores", "reward_model", "pairs")  # what `--until pairs` reruns
+    # the shared round may hold later stages too (other tests train on it): those are not rerun
+    before = {n: r for n, r in json.loads((copy / "manifest.json").read_text())["stages"].items() if n.split("/")[0] in upstream}
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     imported = rerun(config, copy, env)
     assert {"pandas", "pyarrow"} <= imported  # the probe sees imports at all
     assert not {"prefect", "torch", "scipy"} & imported
     after = json.loads((copy / "manifest.json").read_text())["stages"]
-    assert set(after) == set(before) and all(after[n]["rerun"]["shards_skipped"] >= 1 for n in before)
+    assert set(before) <= set(after) and all(after[n]["rerun"]["shards_skipped"] >= 1 for n in before)
     assert all(after[n]["seconds"] == before[n]["seconds"] for n in before)
-    assert sum(r["metrics"]["shards_built"] for r in after.values()) == 0
+    assert sum(after[n]["metrics"]["shards_built"] for n in before) == 0
 
     # against a running server: recorded there as one Completed run with its artifact, still without Prefect
     imported = rerun(config, copy, {**env, "PREFECT_API_URL": prefect_api_url})
