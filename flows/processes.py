@@ -14,7 +14,7 @@ def process_start(pid: int) -> str | None:
         return None
 
 
-def process_alive(pid: int, started: str | None) -> bool:
+def process_alive(pid: int, started: str | None = None) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

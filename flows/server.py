@@ -20,6 +20,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from flows.processes import process_alive
+
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/songpref_prefect"
 DEFAULT_HOME = Path.home() / ".songpref" / "prefect-server"
 PID_FILE = "server.json"
@@ -94,7 +96,7 @@ def start_server(settings: ServerSettings, timeout: float = 120.0) -> dict:
     home = Path(settings.home)
     home.mkdir(parents=True, exist_ok=True)
     running = recorded_server(home)
-    if running and _alive(running["pid"]) and healthy(running["api_url"]):
+    if running and process_alive(running["pid"]) and healthy(running["api_url"]):
         return {**running, "already_running": True, "database_created": False}
     if healthy(settings.api_url):
         raise ServerError(f"{settings.ui_url}: another server already answers there; pick another --port")
@@ -132,20 +134,10 @@ def stop_server(home: Path, timeout: float = 30.0) -> dict:
     record = recorded_server(home)
     if record is None:
         raise ServerError(f"{home}: no server recorded here ({PID_FILE} missing); nothing to stop")
-    if _alive(record["pid"]):
+    if process_alive(record["pid"]):
         _stop_group(record["pid"], timeout)
     (Path(home) / PID_FILE).unlink(missing_ok=True)
     return record
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _stop_group(pid: int, timeout: float = 30.0) -> None:
@@ -160,7 +152,7 @@ def _stop_group(pid: int, timeout: float = 30.0) -> None:
             if os.waitpid(pid, os.WNOHANG)[0]:  # our child: reap it
                 return
         except ChildProcessError:  # started by another process: poll
-            if not _alive(pid):
+            if not process_alive(pid):
                 return
         time.sleep(0.2)
     try:

@@ -11,7 +11,6 @@ lists them without contacting them.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from dataclasses import asdict
@@ -40,29 +39,12 @@ def tiny_whisper(path: Path) -> Path:
 
 
 def tiny_mulan(root: Path) -> Path:
-    import torch
-    from safetensors.torch import save_file
-    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizer
-
-    from pipeline.scoring.muq_shim import conformer_compat, import_muq
-
+    """A random MuQ-MuLan directory (both towers), built as the MuQ-MuLan tests build theirs."""
     sys.path.insert(0, str(TESTS))
-    from test_mulan import TINY_MUQ, WORDS, tiny_mulan_config  # one definition of the tiny shapes
+    from test_mulan import WORDS, write_tiny_mulan  # one definition of the tiny shapes
 
-    muq = import_muq()
-    audio_dir, text_dir = root / "muq-tiny", root / "xlm-roberta-tiny"
     vocab = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [("\u2581" + w, -1.0) for w in WORDS]
-    XLMRobertaTokenizer(vocab=vocab + [("<mask>", 0.0)]).save_pretrained(text_dir)
-    torch.manual_seed(0)
-    XLMRobertaModel(XLMRobertaConfig(vocab_size=len(vocab) + 1, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=64, max_position_embeddings=40, type_vocab_size=1,
-                                     pad_token_id=1)).save_pretrained(text_dir)  # fmt: skip
-    with conformer_compat():
-        muq.MuQ(TINY_MUQ).save_pretrained(audio_dir)
-        model = muq.MuQMuLan(tiny_mulan_config(str(audio_dir), str(text_dir)))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, root / "model.safetensors")
-    (root / "config.json").write_text(json.dumps(tiny_mulan_config("OpenMuQ/muq-tiny", "FacebookAI/xlm-roberta-tiny")))
-    return root
+    return write_tiny_mulan(root, vocab)
 
 
 def songgeneration(repo: Path, checkpoint: Path) -> None:

@@ -49,19 +49,17 @@ def tiny_mulan_config(audio_name: str, text_name: str) -> dict:
     )
 
 
-@pytest.fixture(scope="module")
-def mulan_dir(tmp_path_factory):
-    """A MuQ-MuLan directory: joint config + weights, with both towers as sub-directories."""
+def write_tiny_mulan(root: Path, vocab: list[tuple[str, float]]) -> Path:
+    """A MuQ-MuLan directory at `root`: joint config + weights, with both towers (text vocabulary
+    `vocab`) as sub-directories. Also used by tests/production_dirs.py."""
     import torch
+    from safetensors.torch import save_file
     from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizer
 
     from pipeline.scoring.muq_shim import conformer_compat, import_muq
 
     muq = import_muq()
-    root = tmp_path_factory.mktemp("mulan") / "MuQ-MuLan-tiny"
     audio_dir, text_dir = root / "muq-tiny", root / "xlm-roberta-tiny"
-    vocab = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-    vocab += [("\u2581" + w, -1.0) for w in WORDS] + [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz"]
     XLMRobertaTokenizer(vocab=vocab + [("<mask>", 0.0)]).save_pretrained(text_dir)
     torch.manual_seed(0)
     XLMRobertaModel(XLMRobertaConfig(vocab_size=len(vocab) + 1, hidden_size=32, num_hidden_layers=1,
@@ -70,12 +68,18 @@ def mulan_dir(tmp_path_factory):
     with conformer_compat():
         muq.MuQ(TINY_MUQ).save_pretrained(audio_dir)
         model = muq.MuQMuLan(tiny_mulan_config(str(audio_dir), str(text_dir)))
-    from safetensors.torch import save_file
-
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, root / "model.safetensors")
     # Named like the published checkpoint does: hub ids, resolved to the sub-directories above.
     (root / "config.json").write_text(json.dumps(tiny_mulan_config("OpenMuQ/muq-tiny", "FacebookAI/xlm-roberta-tiny")))
     return root
+
+
+@pytest.fixture(scope="module")
+def mulan_dir(tmp_path_factory):
+    """A MuQ-MuLan directory: joint config + weights, with both towers as sub-directories."""
+    vocab = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocab += [("\u2581" + w, -1.0) for w in WORDS] + [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz"]
+    return write_tiny_mulan(tmp_path_factory.mktemp("mulan") / "MuQ-MuLan-tiny", vocab)
 
 
 def write(path, seconds, rate=44100, channels=2, seed=0):

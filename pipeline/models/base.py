@@ -120,3 +120,15 @@ class PreferenceText(Protocol):
     def preference_prompt(self, condition: dict) -> str: ...
 
     def preference_completion(self, tokens: dict) -> str: ...
+
+
+def save_model(model, tokenizer, folder) -> None:
+    """A model and its tokenizer into `folder`, replacing what was there (callers write into a
+    scratch folder and rename it into place)."""
+    import shutil
+    from pathlib import Path
+
+    folder = Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)

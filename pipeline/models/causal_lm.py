@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 
 from pipeline.digest import WEIGHT_SUFFIXES, model_dir_digest
-from pipeline.models.base import SamplingParams
+from pipeline.models.base import SamplingParams, save_model
 
 END = "end"  # the log-prob key of the end-of-audio token: the song's length, no stream's
 FULL_HASH_BYTES = 2 * 10**9  # weights above this are identified by names, sizes and config, not hashed
@@ -203,10 +202,7 @@ class CausalLMPolicy:
         return model, AutoTokenizer.from_pretrained(folder)
 
     def save(self, model, tokenizer, folder: Path) -> None:
-        folder = Path(folder)
-        shutil.rmtree(folder, ignore_errors=True)
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+        save_model(model, tokenizer, folder)
 
     def stream_logprobs(self, model, conditions: list[dict], songs: list[dict[str, list[int]]]) -> dict:
         import torch

@@ -8,10 +8,9 @@ tiny round's outputs are unchanged.
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
-from pipeline.models.base import SamplingParams
+from pipeline.models.base import SamplingParams, save_model
 
 
 class TinyTrainable:
@@ -53,10 +52,7 @@ class TinyTrainable:
         return model, TinySongTokenizer.for_model(model)
 
     def save(self, model, tokenizer, folder: Path) -> None:
-        folder = Path(folder)
-        shutil.rmtree(folder, ignore_errors=True)
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+        save_model(model, tokenizer, folder)
 
     def stream_logprobs(self, model, conditions: list[dict], songs: list[dict]) -> dict:
         import torch
