@@ -3,16 +3,19 @@
 The round's own model is trained through its backend's TrainablePolicy (pipeline.models.base):
 the tiny model as `TinyPolicy`, a Hugging Face codec LM as the causal LM it is, a lab's model
 through its plugin. `dpo.policy` names a Hugging Face causal LM folder to train instead.
+torch is imported by the functions that run a model: planning a stage (`policy_folder`) needs none.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from pipeline.models.base import SamplingParams
 from pipeline.models.registry import trainable_policy
+
+if TYPE_CHECKING:
+    import torch
 
 
 def tiny_checkpoint(model_options: dict) -> Path:
@@ -34,6 +37,8 @@ def policy_folder(backend: str, model_options: dict, policy_path: str | None) ->
 
 def load_policy(backend: str, model_options: dict, policy_path: str | None):
     """(model, tokenizer, the folder it came from) for a DPO run, in float32."""
+    import torch
+
     folder = policy_folder(backend, model_options, policy_path)
     if policy_path is None:
         model, tokenizer = trainable_policy(backend, model_options).load(folder)
@@ -50,10 +55,14 @@ class _TinyStreams:
         self.max_frames = max_frames
 
     def stream_logprobs(self, model, conditions, songs):
+        import torch
+
         with torch.no_grad():
             return model.stream_logprobs(conditions, songs)
 
     def sample_streams(self, model, condition, seeds, params: SamplingParams):
+        import torch
+
         with torch.no_grad():
             return model.sample_batch(condition, seeds, temperature=params.temperature, max_frames=self.max_frames)
 
@@ -69,6 +78,8 @@ def kl_estimate(policy, reference, conditions: list[dict], seeds: list[int], tem
     """Monte Carlo KL(policy || reference): mean over songs y ~ policy of log π(y) − log π_ref(y),
     one song per (condition, seed); with its standard error. `trainable` (a TrainablePolicy)
     samples and scores; without it, the models are tiny policies sampled up to `max_frames`."""
+    import torch
+
     streams = trainable or _TinyStreams(max_frames)
     values = []
     for condition, seed in zip(conditions, seeds):

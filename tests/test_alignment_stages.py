@@ -139,3 +139,49 @@ def test_the_ablation_stage_reports_oracle_and_audio_columns_in_the_round_report
     off = config({"dpo": DPO, "sweep": {**SWEEP, "ablation": {"prompts": 0}}})
     skipped = run_stage_locally("ablation", off, store)
     assert skipped["metrics"]["status"] == "skipped" and "prompts is 0" in skipped["metrics"]["reason"]
+
+
+LATER = ("dpo/lyrics", "dpo/prompt", "dpo/musicality", "dpo/joint", "merge", "sweep", "ablation")
+
+
+def _plans(cfg, store) -> dict[str, list[str]]:
+    return {part: [spec.filename for spec in make_stage(part, cfg, store).plan()] for part in LATER}
+
+
+def test_later_stage_plans_load_no_model_library_and_follow_their_inputs(trained, tmp_path):
+    """Planning dpo, merge, sweep and ablation (what a cached rerun of the whole round does) imports no
+    torch, transformers, TRL or Prefect and gives the same shards as in a process that has them; a
+    changed option or a retrained DPO model still gives new shard names, so the rerun rebuilds."""
+    import shutil
+
+    from pipeline.store import RoundStore
+
+    root, _, _ = trained
+    copy = tmp_path / "round"  # what the plans read: the manifest, conditions, pairs, the saved chosen point
+    for folder in ("conditions", "pairs"):
+        shutil.copytree(root / folder, copy / folder)
+    shutil.copy(root / "manifest.json", copy / "manifest.json")
+    if (root / "sweep/chosen/chosen.json").is_file():
+        (copy / "sweep/chosen").mkdir(parents=True)
+        shutil.copy(root / "sweep/chosen/chosen.json", copy / "sweep/chosen/chosen.json")
+    script = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+              "from small_round import config\nfrom flows.stages import make_stage\nfrom pipeline.store import RoundStore\n"
+              f"cfg, store = config({json.dumps({'dpo': DPO, 'sweep': SWEEP})}), RoundStore({str(copy)!r})\n"
+              f"plans = {{part: [s.filename for s in make_stage(part, cfg, store).plan()] for part in {LATER!r}}}\n"
+              "heavy = sorted({'torch', 'transformers', 'trl', 'peft', 'datasets', 'prefect'} & set(sys.modules))\n"
+              "print(json.dumps({'plans': plans, 'heavy': heavy}))\n")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    store = RoundStore(str(copy))
+    assert found["heavy"] == [] and found["plans"] == _plans(CONFIG, store) and all(found["plans"].values())
+
+    longer = _plans(config({"dpo": {**DPO, "defaults": {**DPO["defaults"], "max_steps": 3}}, "sweep": SWEEP}), store)
+    changed = {part for part in LATER if longer[part] != found["plans"][part]}
+    assert changed == {"dpo/lyrics", "dpo/prompt", "dpo/musicality", "dpo/joint"}  # their run options
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["stages"]["dpo/lyrics"]["outputs"] = {"shard-00000-retrained.parquet": "0" * 64}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    retrained = _plans(CONFIG, store)
+    assert {part for part in LATER if retrained[part] != found["plans"][part]} == {"merge", "sweep", "ablation"}

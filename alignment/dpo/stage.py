@@ -21,7 +21,6 @@ from pathlib import Path
 import pyarrow as pa
 
 from alignment.dpo.options import DpoOptions, DpoStageOptions
-from alignment.dpo.trainer import train_dpo
 from alignment.policy import kl_estimate, load_policy, policy_folder
 from pipeline.conditions import round_conditions
 from pipeline.digest import derive_seed, model_dir_digest
@@ -115,6 +114,8 @@ class DpoStage(Stage):
     def train(self, spec: ShardSpec, processes: int = 1, save_to: Path | None = None):
         """One DPO run on the shard's pairs: (trained model, tokenizer, metrics). With processes > 1,
         each process of a torch.distributed launch calls this alike (alignment.dpo.distributed)."""
+        from alignment.dpo.trainer import train_dpo  # TRL and transformers: only where a run trains
+
         data = self.pairs(spec)
         model, tokenizer = self.policy()
         run = DpoOptions.model_validate(spec.params["run"])

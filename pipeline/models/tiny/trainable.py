@@ -7,10 +7,10 @@ tiny round's outputs are unchanged.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from pipeline.models.base import SamplingParams, save_model
+from pipeline.models.tiny.song_model import checkpoint_digest
 
 
 class TinyTrainable:
@@ -22,7 +22,9 @@ class TinyTrainable:
         self._config = None
 
     def digest(self) -> str:
-        return hashlib.sha256((self.checkpoint / "model.safetensors").read_bytes()).hexdigest()
+        """sha256 of the weights file, hashed once per process while the file is unchanged (every DPO
+        part's plan asks for it)."""
+        return checkpoint_digest(self.checkpoint)
 
     @property
     def config(self):
