@@ -2,12 +2,15 @@
 
 Each run makes a new round folder named by the deployment and its iteration
 (`rounds/alignment-round-0003`), records the run in the manifest (`scheduled`), and, when
-chained, starts from the deployment's latest finished round. `register` creates the work pool
+chained, starts from the deployment's latest finished round. A retried run (Prefect's Retry,
+e.g. after its worker was killed) resumes the folder it claimed. `register` creates the work pool
 when it is missing and (re)registers the deployment with its schedule.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -16,10 +19,11 @@ from prefect.runtime import flow_run as current_flow_run
 
 from flows import REPO_ROOT
 from flows.chain import claim_round_dir, latest_finished
-from flows.round import alignment_round
+from flows.processes import process_start
+from flows.round import alignment_round, without_heartbeats
 from flows.stages import stages_until
 from pipeline.config import config_from_dict
-from pipeline.manifest import annotate_round, open_round
+from pipeline.manifest import annotate_round, open_round, read_manifest
 from pipeline.store import RoundStore
 
 
@@ -32,10 +36,13 @@ RETRAIN_ENTRYPOINT = "flows/retrain.py:retrain_on_rankings"
 def scheduled_round(config: dict, parent: str | None = None, until: str | None = None) -> dict:
     """One deployment run: a new round folder, its parent (the `parent` parameter, or with
     `rounds.chain` the latest finished round of this deployment), every stage up to `until`."""
-    deployment = current_deployment.name or DEPLOYMENT
+    deployment, run_id = current_deployment.name or DEPLOYMENT, str(current_flow_run.id)
     checked = config_from_dict(config, source=f"deployment {deployment}: config")
-    round_dir, iteration = claim_round_dir(checked.rounds.directory, deployment)
-    if parent is None and checked.rounds.chain:
+    round_dir, iteration = claim_round_dir(checked.rounds.directory, deployment, run_id)
+    resumed = read_manifest(RoundStore(str(round_dir))).get("scheduled") if (round_dir / "manifest.json").is_file() else None
+    if resumed:  # a retry of this run: its folder, its parent
+        parent = resumed["parent"]
+    elif parent is None and checked.rounds.chain:
         found = latest_finished(checked.rounds.directory, deployment, before=iteration)
         parent = str(found) if found else None
     if parent is not None:
@@ -43,12 +50,15 @@ def scheduled_round(config: dict, parent: str | None = None, until: str | None =
     stages = stages_until(until)
     if parent is not None and "candidates" in stages and not (Path(parent) / "sweep/chosen/config.json").is_file():
         raise ValueError(f"parent {parent}: no chosen policy there (sweep/chosen/config.json) to sample from")
-    get_run_logger().info("round %s (iteration %d), parent %s", round_dir, iteration, parent or "none")
+    get_run_logger().info("round %s (iteration %d%s), parent %s", round_dir, iteration, ", resumed" if resumed else "", parent or "none")
     store = RoundStore(str(round_dir))
     open_round(store, checked)
-    record = {"deployment": deployment, "iteration": iteration, "flow_run_id": str(current_flow_run.id), "parent": parent, "finished": False}
+    pid = os.getpid()  # the run's process, so a worker started later can tell a lost run (`flows.lost_runs`)
+    record = {"deployment": deployment, "iteration": iteration, "flow_run_id": run_id, "parent": parent, "finished": False,
+              "host": socket.gethostname(), "pid": pid, "process_started": process_start(pid)}  # fmt: skip
     annotate_round(store, "scheduled", record)
-    records = alignment_round(str(round_dir), checked.resolved(), stages)
+    with without_heartbeats():
+        records = alignment_round(str(round_dir), checked.resolved(), stages)
     annotate_round(store, "scheduled", {**record, "finished": True})
     return {"round": str(round_dir), "iteration": iteration, "parent": parent, "stages": {k: v["status"] for k, v in records.items()}}
 

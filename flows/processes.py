@@ -6,19 +6,30 @@ import os
 from pathlib import Path
 
 
-def process_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), so a reused pid is not taken for it."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), or None."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
 
 
+def process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), so a reused pid is not taken for it."""
+    fields = _stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
+
+
 def process_alive(pid: int, started: str | None = None) -> bool:
+    """True while the process runs; a zombie (ended, not yet reaped: an orphan whose parent, an init
+    that reaps nothing, never waits for it) has ended."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return started is None or process_start(pid) in (None, started)
+    fields = _stat(pid)
+    if fields and fields[0] in ("Z", "X"):
+        return False
+    return started is None or (fields[19] if fields and len(fields) > 19 else None) in (None, started)

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run as current_flow_run
 
-from flows.round import alignment_round
+from flows.round import alignment_round, without_heartbeats
 from flows.stages import stages_until
 from pipeline.config import config_with_overrides
 from pipeline.manifest import annotate_round, read_manifest
@@ -57,7 +57,8 @@ def retrain_on_rankings(round_dir: str, campaign: str, min_new_rankings: int = 1
     logger.info("campaign %s: %d new rankings (%d in all); retraining %s", campaign, new, table.num_rows,
                 ", ".join(RETRAIN_STAGES[: RETRAIN_STAGES.index(until) + 1]))  # fmt: skip
     # the new rankings change the config, so every stage reruns: those before reward_model find their shards built
-    records = alignment_round(round_dir, config.resolved(), stages_until(until))
+    with without_heartbeats():
+        records = alignment_round(round_dir, config.resolved(), stages_until(until))
     record = {"rankings": table.num_rows, "snapshot": snapshot, "flow_run_id": str(current_flow_run.id),
               "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
     annotate_round(store, "retraining", {**read_manifest(store).get("retraining", {}), campaign: record})

@@ -149,6 +149,16 @@ def alignment_round(round_url: str, config: dict, stages: list[str] | None = Non
     return records
 
 
+def without_heartbeats():
+    """Prefect's flow-run heartbeats off for the (sub)flows run inside, unless
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY is set: each heartbeat thread costs up to 1 s at every
+    (sub)flow's end, and nothing here acts on missing ones (a run lost with its process is marked
+    Crashed by `flows.run_record`: by the round's next run, or for a deployment run, by the next
+    worker started on its pool)."""
+    heartbeats = {} if "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" in os.environ else {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    return temporary_settings(updates=heartbeats)
+
+
 def run_round(
     round_url: str, config: RoundConfig, stages: list[str] | None = None, reporter: Reporter | None = None
 ) -> dict:
@@ -156,9 +166,6 @@ def run_round(
     stages = stages or stages_until(None)
     if reporter:
         _reporters.append(reporter)
-    # Heartbeats let a server notice a crashed run started by a worker; a run in this process
-    # is watched by the caller, and each heartbeat thread costs up to 1 s per (sub)flow exit.
-    heartbeats = {} if "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" in os.environ else {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
     try:
         if not PREFECT_API_URL.value():  # a finished round needs no temporary server to be told so
             names, stop = runnable_parts(stages, config)
@@ -168,7 +175,7 @@ def run_round(
                     record_stop(RoundStore(round_url), stop)
                     _report("stopped", stop["before"], stop)
                 return records
-        with temporary_settings(updates=heartbeats):
+        with without_heartbeats():
             return alignment_round(round_url, config.resolved(), stages)
     finally:
         if reporter:

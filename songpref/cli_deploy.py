@@ -63,13 +63,22 @@ def worker_start(
     limit: Annotated[Optional[int], typer.Option(help="Most flow runs at once.")] = None,
     run_once: Annotated[bool, typer.Option("--run-once", help="Take the runs due now, then exit.")] = False,
 ) -> None:
-    """Run a Prefect process worker on the pool (in the foreground until stopped; this process becomes the worker)."""
+    """Run a Prefect process worker on the pool (in the foreground until stopped; this process becomes the worker).
+    First, the pool's round runs left Running by a killed worker on this host are marked Crashed (retry one to resume its round)."""
     _server_url()
-    command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
-    command += ["--limit", str(limit)] if limit else []
-    command += ["--run-once"] if run_once else []
-    sys.stdout.flush()
-    os.execv(sys.executable, command)  # the worker keeps this pid: a supervisor stops it by that pid
+    from flows.run_record import mark_lost_runs
+
+    for run_id in mark_lost_runs(pool):
+        console.print(f"flow run {run_id}: its process on this host is gone (a killed worker?): marked Crashed; "
+                      "Retry it to resume its round from the finished shards", highlight=False)  # fmt: skip
+    sys.argv = ["prefect", "worker", "start", "--pool", pool, "--type", "process"]
+    sys.argv += ["--limit", str(limit)] if limit else []
+    sys.argv += ["--run-once"] if run_once else []
+    from prefect.cli import app
+
+    # Prefect's own CLI, as the `prefect` command runs it, in this process (Prefect is loaded already):
+    # the worker keeps this pid, so a supervisor stops it by that pid
+    app()
 
 
 retrain_app = typer.Typer(help="Retraining when new rankings arrive at the annotation service.", no_args_is_help=True)
