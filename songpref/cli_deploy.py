@@ -68,7 +68,12 @@ def worker_start(
     _server_url()
     from flows.run_record import mark_lost_runs
 
-    for run_id in mark_lost_runs(pool):
+    try:
+        lost = mark_lost_runs(pool)
+    except Exception as exc:  # the worker still starts, and says for itself what is wrong with the server
+        console.print(f"could not look for lost runs of pool {pool!r}: {type(exc).__name__}: {exc}", style="yellow", markup=False)
+        lost = []
+    for run_id in lost:
         console.print(f"flow run {run_id}: its process on this host is gone (a killed worker?): marked Crashed; "
                       "Retry it to resume its round from the finished shards", highlight=False)  # fmt: skip
     sys.argv = ["prefect", "worker", "start", "--pool", pool, "--type", "process"]
