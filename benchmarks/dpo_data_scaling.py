@@ -122,6 +122,7 @@ def main() -> None:
                         help="online DPO: iteration k samples fresh training prompts' songs from iteration k-1's model, "
                              "pairs them and trains from (and against) that model; only with one --pairs size")
     parser.add_argument("--variant", action="append", default=[], help="NAME:KEY=VALUE;... DpoOptions overrides")
+    parser.add_argument("--skip-configured", action="store_true", help="train only the --variant runs")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/dpo-data-scaling"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -137,7 +138,7 @@ def main() -> None:
     if sizes[-1] > len(rows):
         parser.error(f"--pairs {sizes[-1]}: only {len(rows)} training pairs; raise --train-prompts")
     base_options = config.dpo.for_strategy("lyrics")
-    variants = {"as-configured": {}} | {v.split(":", 1)[0]: dict(kv.split("=", 1) for kv in v.split(":", 1)[1].split(";"))
+    variants = ({} if args.skip_configured else {"as-configured": {}}) | {v.split(":", 1)[0]: dict(kv.split("=", 1) for kv in v.split(":", 1)[1].split(";"))
                                         for v in args.variant}  # fmt: skip
     models = {"base": policy_folder("tiny", config.model.options, None)}
     runs = {}
