@@ -118,7 +118,11 @@ def main() -> None:
     parser.add_argument("--eval-pairs", type=int, default=200, help="held-out pairs for DPO's own pair accuracy")
     parser.add_argument("--prompts", type=int, default=64, help="fresh prompts of the oracle evaluation")
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=1,
+                        help="online DPO: iteration k samples fresh training prompts' songs from iteration k-1's model, "
+                             "pairs them and trains from (and against) that model; only with one --pairs size")
     parser.add_argument("--variant", action="append", default=[], help="NAME:KEY=VALUE;... DpoOptions overrides")
+    parser.add_argument("--skip-configured", action="store_true", help="train only the --variant runs")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/dpo-data-scaling"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -134,18 +138,30 @@ def main() -> None:
     if sizes[-1] > len(rows):
         parser.error(f"--pairs {sizes[-1]}: only {len(rows)} training pairs; raise --train-prompts")
     base_options = config.dpo.for_strategy("lyrics")
-    variants = {"as-configured": {}} | {v.split(":", 1)[0]: dict(kv.split("=", 1) for kv in v.split(":", 1)[1].split(";"))
+    variants = ({} if args.skip_configured else {"as-configured": {}}) | {v.split(":", 1)[0]: dict(kv.split("=", 1) for kv in v.split(":", 1)[1].split(";"))
                                         for v in args.variant}  # fmt: skip
     models = {"base": policy_folder("tiny", config.model.options, None)}
     runs = {}
+    if args.iterations > 1 and len(sizes) > 1:
+        parser.error("--iterations needs one --pairs size")
     for (variant, overrides), size in itertools.product(variants.items(), sizes):
         steps = math.ceil(args.epochs * size / base_options.batch_size)
         options = DpoOptions.model_validate(base_options.model_dump() | {"max_steps": steps, "save_steps": 10**6}
                                             | {k: json.loads(v) if v[:1] in "[{0123456789" else v for k, v in overrides.items()})  # fmt: skip
-        name = f"{variant}/{size}"
-        runs[name] = train_model(config, options, rows[:size], eval_rows, args.scratch / name.replace("/", "-"), config.seed)
-        models[name] = args.scratch / name.replace("/", "-") / "model"
-        print(f"  {name}: {runs[name]}", flush=True)
+        start, train, held = config, rows, eval_rows
+        for iteration in range(1, args.iterations + 1):
+            name = f"{variant}/{size}" + (f"/it{iteration}" if args.iterations > 1 else "")
+            if iteration > 1:  # online: the previous model samples new prompts' songs, and DPO starts from it
+                start = config.model_copy(update={"seed": config.seed + 7919 * iteration, "model": config.model.model_copy(
+                    update={"options": {**config.model.options, "checkpoint": str(models[previous])}})})  # fmt: skip
+                online = wer_pairs(*training_songs(start, args.train_prompts, args.candidates,
+                                                   args.scratch / f"train-{name.replace('/', '-')}"), layout, args.gap, args.per_prompt)  # fmt: skip
+                held, train = online[-args.eval_pairs :], online[: -args.eval_pairs]
+                print(f"  {name}: {len(train)} online training pairs", flush=True)
+            runs[name] = train_model(start, options, train[:size], held, args.scratch / name.replace("/", "-"), config.seed)
+            models[name] = args.scratch / name.replace("/", "-") / "model"
+            previous = name
+            print(f"  {name}: {runs[name]}", flush=True)
     held_out = held_out_conditions(config, args.prompts, args.scratch / "held-out")
     evaluated = {name: sample_oracle(config, folder, held_out, args.seeds) for name, folder in models.items()}
     table = ablation_frame(evaluated)

@@ -100,6 +100,22 @@ def test_trl_log_probs_equal_the_models_teacher_forced_ones(policy, songs, datas
     assert notes.any() and (words.log_probs[notes] > out.log_probs[notes] + 1e-6).all()
     assert torch.allclose(words.log_probs[~notes], out.log_probs[~notes], atol=1e-4)
     assert (words.log_probs <= 1e-6).all()
+    # vocal_factor "onset": the same word log-probabilities at note onsets, and the vocals stream's
+    # rests and holds unscored (0); the other streams as they were
+    policy.vocal_factor = "onset"
+    try:
+        with torch.no_grad():
+            onsets = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels)
+    finally:
+        del policy.vocal_factor
+    unsung = torch.zeros_like(notes)
+    for b, ids in enumerate(batch["input_ids"]):
+        _, tokens, where = policy.read_row(ids)
+        unsung[b, where["vocals"][torch.tensor(tokens["vocals"]) < VOCAL_NOTE_BASE] - 1] = True
+    assert unsung.any() and (onsets.log_probs[unsung] == 0).all() and (out.log_probs[unsung] < 0).any()
+    assert torch.allclose(onsets.log_probs[notes], words.log_probs[notes], atol=1e-5)
+    others = ~notes & ~unsung
+    assert torch.allclose(onsets.log_probs[others], out.log_probs[others], atol=1e-4)
 
 
 def test_dpo_trains_checkpoints_and_resumes(policy, dataset, tmp_path):

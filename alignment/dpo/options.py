@@ -67,9 +67,10 @@ class DpoOptions(BaseModel):
         "paper's setting), only the streams the preference declares (its `streams`; joint: all), or these streams "
         f"(a list of {', '.join(POLICY_STREAMS)})."
     )
-    vocal_factor: Literal["note", "word"] = Field(
+    vocal_factor: Literal["note", "word", "onset"] = Field(
         "note", description="What a sung note's log-probability counts in a multi-stream policy: the whole note "
-        "(word and pitch, the paper's setting), or its word only (pitch marginalised: what the lyric decides)."
+        "(word and pitch, the paper's setting), its word only (pitch marginalised: what the lyric decides), or "
+        "onset: the word chosen at each note onset only, with rests and holds unscored."
     )
     threads: int | None = Field(None, ge=1, description="torch CPU threads; null: torch's default.")
     device: Literal["auto", "cpu"] = Field("auto", description="'cpu' forces the CPU even where a GPU is present.")

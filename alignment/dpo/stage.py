@@ -122,7 +122,7 @@ class DpoStage(Stage):
         if run.streams != "all":
             self._score_streams(model, run.streams)
         if run.vocal_factor != "note":
-            self._score_vocal_words(model)
+            self._score_vocal_words(model, run.vocal_factor)
         trained, metrics = train_dpo(model, tokenizer, data["train"], run, self.run_dir(spec), spec.params["seed"],
                                      eval_dataset=data.get("test"), processes=processes,
                                      sharding=self.config.dpo.sharding, save_to=save_to)  # fmt: skip
@@ -138,11 +138,11 @@ class DpoStage(Stage):
         elif self.strategy != JOINT:
             model.scored_streams = tuple(preferences()[self.strategy].streams)
 
-    def _score_vocal_words(self, model) -> None:
+    def _score_vocal_words(self, model, factor: str) -> None:
         if not hasattr(model, "vocal_factor"):
-            raise ValueError(f"dpo/{self.strategy}: vocal_factor 'word' needs a multi-stream policy with a vocals "
+            raise ValueError(f"dpo/{self.strategy}: vocal_factor {factor!r} needs a multi-stream policy with a vocals "
                              f"stream (the tiny model); {type(model).__name__} has none")  # fmt: skip
-        model.vocal_factor = "word"
+        model.vocal_factor = factor
 
     def summarize(self, results, seconds: float) -> dict:
         return {key: value for result in results for key, value in result.metrics.items()}

@@ -37,7 +37,8 @@ class TinyPolicy(TinyLeLM):
     # compares songs on these streams only (DpoOptions.streams: "preference" or a list).
     scored_streams: tuple[str, ...] = STREAMS
     # What a vocals note's log-probability counts: "note" (word position and pitch, as sampled) or
-    # "word" (pitch marginalised out: only the choice the lyric decides; DpoOptions.vocal_factor).
+    # "word" (pitch marginalised out: only the choice the lyric decides; DpoOptions.vocal_factor),
+    # or "onset" (the word chosen at each note onset only; rests and holds unscored).
     vocal_factor: str = "note"
 
     def __init__(self, config):
@@ -69,8 +70,9 @@ class TinyPolicy(TinyLeLM):
             # The logit that predicts the token at position p sits at p - 1.
             at = (torch.cat([torch.full((len(r[2][s]),), b) for b, r in enumerate(rows)]).to(input_ids.device),
                   torch.cat([r[2][s] for r in rows]).to(input_ids.device) - 1)  # fmt: skip
-            if s == "vocals" and self.vocal_factor == "word":
-                log_probs = self._word_log_probs(states[s][valid], heads[s], targets[s][valid])
+            if s == "vocals" and self.vocal_factor != "note":
+                log_probs = self._word_log_probs(states[s][valid], heads[s], targets[s][valid],
+                                                 onsets_only=self.vocal_factor == "onset")
             per_token = {"log_probs": log_probs.float(), "entropy": entropy.detach().float(),
                          "mean_logits": mean_logits.float()}  # fmt: skip
             fields = {name: fields[name].index_put(at, per_token[name]) for name in fields}
@@ -84,14 +86,16 @@ class TinyPolicy(TinyLeLM):
         return FusedCausalLMOutput(loss=loss, is_top1=is_top1, **fields)
 
     @staticmethod
-    def _word_log_probs(states: torch.Tensor, head, target: torch.Tensor) -> torch.Tensor:
+    def _word_log_probs(states: torch.Tensor, head, target: torch.Tensor, onsets_only: bool = False) -> torch.Tensor:
         """log p(target) per vocals token with a note counted as its word: the log-probability of
-        its word position with the pitch summed out (rests and holds as they are)."""
+        its word position with the pitch summed out (rests and holds as they are, or unscored (0)
+        with `onsets_only`: then only the word each note onset chooses counts)."""
         logp = head(states).float().log_softmax(-1)
         picked = logp.gather(-1, target[:, None])[:, 0]
         words = logp[:, VOCAL_NOTE_BASE:].unflatten(-1, (MAX_WORDS, N_PITCH)).logsumexp(-1)
         word = (target - VOCAL_NOTE_BASE).clamp(min=0) // N_PITCH
-        return torch.where(target >= VOCAL_NOTE_BASE, words.gather(-1, word[:, None])[:, 0], picked)
+        other = torch.zeros_like(picked) if onsets_only else picked
+        return torch.where(target >= VOCAL_NOTE_BASE, words.gather(-1, word[:, None])[:, 0], other)
 
     def read_row(self, ids: torch.Tensor) -> tuple[dict, dict, dict]:
         """One row of ids -> (encoded prefix, song streams, positions of each stream's
