@@ -14,9 +14,15 @@ Data: `--pairs` pairs over the four benchmark conditions, each song's length dra
 in [0.6, 1] x `--seconds`, every token random (seeded): throughput does not depend on values.
 
 Configurations (each a fresh model): policy full fine-tuning and LoRA through
-MultiStreamDPOTrainer, Llama full fine-tuning and LoRA through DPOTrainer, and last the policy's
+MultiStreamDPOTrainer, Llama full fine-tuning and LoRA through DPOTrainer, and the policy's
 full fine-tuning again with its two block stacks compiled by torch.compile (compilation falls in
-the warm-up and the precompute); reference
+the warm-up and the precompute). `/packed`: the micro-batch's rows packed end to end into one
+sequence per block stack (`TinyLeLM.pack_rows`: no padding, attention causal inside each row through
+PyTorch's variable-length flash kernel); before training, the packed and padded states of two rows
+are compared (`packed_check`). `/packed/compiled`: packed, and each Llama block compiled on its
+own (one graph for all 40 blocks; the packed sequence's length is dynamic, the kernel's row bound
+fixed, so it compiles once). `/liger`: Liger's Triton kernels in both block stacks. `/batchN`: N
+pairs a micro-batch, one micro-batch a step. Reference
 log-probs precomputed everywhere; `--batch` pairs per micro-batch, `--accumulate` micro-batches
 per step. The Llama runs with TRL's default gradient checkpointing (its activations at these
 lengths do not fit otherwise); the policy without. SDPA's cuDNN kernel is off for every
@@ -179,8 +185,8 @@ class ProfileOneStep(TrainerCallback):
         kinds = {"matmul": 0.0, "attention": 0.0, "optimizer": 0.0, "other": 0.0}
         by_name: dict[str, float] = {}
         for event in self.profiler.events():
-            if event.device_type != torch.autograd.DeviceType.CUDA:
-                continue
+            if event.device_type != torch.autograd.DeviceType.CUDA or event.name in TIMED_RANGES:
+                continue  # the host ranges below also appear on the device's timeline: not kernels
             seconds, name = event.time_range.elapsed_us() / 1e6, event.name.lower()
             kind = ("attention" if any(k in name for k in ("flash", "fmha", "attention", "sdpa"))
                     else "matmul" if any(k in name for k in ("gemm", "nvjet", "cutlass", "cublas", "xmma"))
@@ -233,6 +239,32 @@ def time_host_ranges() -> None:
     wrap(Trainer, "_maybe_log_save_evaluate", "trainer.log_save")
     wrap(Accelerator, "clip_grad_norm_", "clip_grad_norm")
     wrap(torch.optim.AdamW, "step", "optimizer.step")
+
+
+def compiled_before(name: str) -> bool:
+    return name.endswith("/compiled") or "/compiled/" in name
+
+
+def packed_check(model, tokenizer, dataset) -> dict:
+    """The packed rows' states against the padded ones for the first pair's two songs, per stream:
+    the relative difference (bf16 rounding is about 1e-2; a row seeing another's keys gives order 1)."""
+    row = dataset[0]
+    ids = [torch.tensor(tokenizer(row["prompt"] + row[k])["input_ids"]) for k in ("chosen", "rejected")]
+    rows = [model.read_row(i) for i in ids]
+    conditions, tokens = [r[0] for r in rows], [r[1] for r in rows]
+    out = {}
+    with torch.no_grad():
+        model.pack_rows = False
+        padded, targets_a = model.flat_stream_states(conditions, tokens)
+        model.pack_rows = True
+        packed, targets_b = model.flat_stream_states(conditions, tokens)
+    for s in padded:
+        assert torch.equal(targets_a[s], targets_b[s]), s
+        out[s] = ((packed[s].float() - padded[s].float()).norm() / padded[s].float().norm()).item()
+    print(f"  packed vs padded states, relative difference: {out}", flush=True)
+    if max(out.values()) > 0.1:
+        raise RuntimeError(f"packed rows disagree with padded rows: {out}")
+    return out
 
 
 def matmul_rate(device: str) -> float | None:
@@ -334,6 +366,8 @@ def main() -> None:
     parser.add_argument("--cudnn-attention", action="store_true",
                         help="leave SDPA's cuDNN kernel on (the host spent 2-2.5 ms in each of its calls here, "
                              "the GPU idle meanwhile); default: flash / memory-efficient only")
+    parser.add_argument("--max-total-s", type=float, default=None,
+                        help="skip the configurations left once this many seconds have passed")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.warmup < 2:
@@ -355,6 +389,10 @@ def main() -> None:
                       save_steps=10**9, logging_steps=1, precompute_ref_log_probs=True,
                       device="cpu" if args.device == "cpu" else "auto")  # fmt: skip
     lora = base.model_copy(update={"lora": LoraOptions(target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])})
+
+    def batched(pairs: int) -> DpoOptions:  # `pairs` pairs a micro-batch, one micro-batch a step
+        return base.model_copy(update={"batch_size": pairs, "gradient_accumulation_steps": 1})
+
     plans = [
         ("levo/full", "policy", TimedMultiStreamDPOTrainer, base),
         ("llama/full", "llama", TimedDPOTrainer, base.model_copy(update={"gradient_checkpointing": True})),
@@ -362,10 +400,16 @@ def main() -> None:
         ("llama/lora", "llama", TimedDPOTrainer, lora.model_copy(update={"gradient_checkpointing": True})),
         ("levo/full/compiled", "policy", TimedMultiStreamDPOTrainer, base),
         # Liger's Triton kernels in both block stacks (RMSNorm, SwiGLU, RoPE: one kernel each where
-        # transformers launches several); last, since its RoPE patch is module-wide.
+        # transformers launches several); its module-wide patches are undone for the configurations after.
         ("levo/full/liger", "policy", TimedMultiStreamDPOTrainer, base),
         ("levo/full/liger/batch2", "policy", TimedMultiStreamDPOTrainer,
          base.model_copy(update={"batch_size": 2 * args.batch, "gradient_accumulation_steps": max(1, args.accumulate // 2)})),
+        ("levo/full/liger/packed/batch2", "policy", TimedMultiStreamDPOTrainer, batched(2)),
+        ("levo/full/liger/packed/batch3", "policy", TimedMultiStreamDPOTrainer, batched(3)),
+        ("levo/full/packed", "policy", TimedMultiStreamDPOTrainer, base),
+        ("levo/full/packed/compiled/batch2", "policy", TimedMultiStreamDPOTrainer, batched(2)),
+        ("levo/full/packed/compiled/batch3", "policy", TimedMultiStreamDPOTrainer, batched(3)),
+        ("levo/full/liger/packed/batch4", "policy", TimedMultiStreamDPOTrainer, batched(4)),
     ]  # fmt: skip
     report = {"benchmark": "dpo_gpu", "preset": args.preset, "policy_config": PRESETS[args.preset] | {"delay": 2},
               "data": data, "settings": vars(args) | {"out": str(args.out)},
@@ -376,14 +420,31 @@ def main() -> None:
               "versions": {k: __import__(k).__version__ for k in ("trl", "transformers", "peft", "datasets")},
               "results": []}  # fmt: skip
     print(f"data: {data}; measured bf16 matmul {peak / 1e12 if peak else 0:.0f} TFLOP/s", flush=True)
+    from transformers.models.llama import modeling_llama
+
+    unpatched = {n: getattr(modeling_llama, n) for n in ("apply_rotary_pos_emb", "LlamaRMSNorm", "LlamaMLP")}
     for name, kind, trainer_class, options in plans:
         if args.only and name not in args.only:
+            continue
+        for attr, value in unpatched.items():  # Liger replaces these module-wide: each configuration starts from transformers'
+            setattr(modeling_llama, attr, value)
+        if args.max_total_s and time.perf_counter() - started > args.max_total_s:
+            report["results"].append({"name": name, "error": f"skipped: past --max-total-s {args.max_total_s}"})
+            print(f"  {name}: skipped (time)", flush=True)
             continue
         model = (build_policy(config, args.device, dtype) if kind == "policy"
                  else build_llama(config, tokenizer.vocab_size, args.device, dtype))  # fmt: skip
         if kind == "policy":
             report["policy_attention"] = model.lm.config._attn_implementation
-        if name.endswith("/compiled"):  # both block stacks through Inductor; song lengths vary, so dynamic shapes
+        if "/packed" in name:
+            model.pack_rows = True
+        if "/packed/compiled" in name:  # block by block: one graph serves all 40 blocks, the length dynamic
+            for limit in ("cache_size_limit", "recompile_limit"):
+                if hasattr(torch._dynamo.config, limit):
+                    setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), 64))
+            for layer in [*model.lm.layers, *model.decoder.layers]:
+                layer.compile(dynamic=True)
+        elif name.endswith("/compiled"):  # both block stacks through Inductor; song lengths vary, so dynamic shapes
             model.lm.compile(dynamic=True)
             model.decoder.compile(dynamic=True)
         if "/liger" in name:
@@ -393,10 +454,18 @@ def main() -> None:
                 apply_liger_kernel_to_llama(rope=True, rms_norm=True, swiglu=True, fused_linear_cross_entropy=False, model=stack)
             report["versions"]["liger_kernel"] = importlib.metadata.version("liger-kernel")
         try:
-            report["results"].append(run_config(name, kind, trainer_class, model, tokenizer, dataset, options, args, peak))
+            check = packed_check(model, tokenizer, dataset) if "/packed" in name and not compiled_before(name) else None
+            result = run_config(name, kind, trainer_class, model, tokenizer, dataset, options, args, peak)
+            report["results"].append(result | ({"packed_check": check} if check else {}))
         except torch.OutOfMemoryError as error:  # a larger micro-batch may not fit: say so and go on
             report["results"].append({"name": name, "error": f"out of memory: {str(error)[:200]}"})
             print(f"  {name}: out of memory", flush=True)
+        except Exception as error:  # one configuration's failure (a compiler's, say) is reported, not fatal
+            import traceback
+
+            report["results"].append({"name": name, "error": f"{type(error).__name__}: {str(error)[:400]}",
+                                      "traceback": traceback.format_exc()[-3000:]})  # fmt: skip
+            print(f"  {name}: failed: {type(error).__name__}: {str(error)[:300]}", flush=True)
         del model
         gc.collect()
         if args.device == "cuda":

@@ -11,6 +11,11 @@ Measures audio seconds per wall second, side by side in one process on the same 
       whisper's own attention without SDPA (`matmul`, with its reference row);
   (d) the encoder alone over the same windows.
 
+`--kernel-bench` first times one layer's cross-attention of a full batch alone (random keys and
+values in whisper's layout): SDPA's flash and cuDNN kernels against the split-KV kernel of
+`pipeline.scoring.decode_attention` at a few (split, block, warps, stages) settings, each against the bytes
+it must read; with `--tune-splitkv` the fastest setting is used for every split-KV row after it.
+
 Each fast row is timed twice: `cold`, the first call after the decoder's graphs were released (it
 captures a graph set for each batch size it meets), and `warm`, the same call again (the graph
 sets are kept per batch size, as across the calls of a pipeline run); x_realtime is the warm one.
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -142,8 +148,13 @@ def main() -> None:
     parser.add_argument("--sweep-matmul", default="64,128,192", help="the same with whisper's own (matmul) attention")
     parser.add_argument("--variants", default="bw64_nopad,bw128,pad1,pad_full,efficient,matmul")
     parser.add_argument("--check-backends", default="flash,efficient,matmul", help="attention kernels of the token check")
+    parser.add_argument("--sweep-splitkv", default="", help="the same with the split-KV kernel")
+    parser.add_argument("--kernel-bench", action="store_true", help="one layer's cross-attention per kernel, first")
+    parser.add_argument("--tune-splitkv", action="store_true", help="use the fastest split-KV setting of --kernel-bench")
+    parser.add_argument("--skip", default="", help="comma-separated parts left out: no_graphs, padding, loop")
     parser.add_argument("--out", type=Path, default=Path("whisper_gpu.json"))
     args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
 
     import torch
     import whisper
@@ -178,6 +189,9 @@ def main() -> None:
         "cudnn": dict(decoder_attention="cudnn"),
         "cudnn_compiled_encoder": dict(decoder_attention="cudnn", compile_encoder=True),
         "compiled_encoder": dict(compile_encoder=True),
+        "splitkv": dict(decoder_attention="splitkv"),
+        "splitkv_compiled_encoder": dict(decoder_attention="splitkv", compile_encoder=True),
+        "splitkv_compiled_encoder_pad1": dict(decoder_attention="splitkv", compile_encoder=True, pad_multiple=1),
     }
     rows, texts, result = {}, {}, {}
 
@@ -187,6 +201,7 @@ def main() -> None:
             "torch": torch.__version__, "whisper": whisper.__version__, "python": platform.python_version(),
             "model": f"{args.shape} shape, random weights, fp32 weights, {'fp16' if fp16 else 'fp32'} compute",
             "songs": args.songs, "audio_seconds": round(total, 1), "windows": n_windows,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
             "defaults": {"batch_windows": defaults.batch_windows, "pad_multiple": defaults.pad_multiple,
                          "encode_windows": defaults.encode_windows, "decoder_attention": defaults.decoder_attention},
             "tokens_per_window": args.tokens, "loop_songs": args.loop_songs, "rows": rows,
@@ -230,21 +245,36 @@ def main() -> None:
         texts[label] = [r.text for r in out]
         row(label, wall, options=kw or "defaults")
 
+    if args.kernel_bench and cuda:
+        result["cross_attention_one_layer"] = bench = cross_attention_bench(model, defaults.batch_windows)
+        save()
+        if args.tune_splitkv:
+            from pipeline.scoring import decode_attention
+
+            best = min((v for v in bench["splitkv"].values() if "ms" in v), key=lambda v: v["ms"])
+            (decode_attention.SPLIT_KEYS, decode_attention.BLOCK_KEYS, decode_attention.NUM_WARPS,
+             decode_attention.NUM_STAGES) = best["setting"]
+            result["splitkv_setting"] = best["setting"]
+            print("split-KV setting", best["setting"], flush=True)
+
     # (c) first: the row this benchmark is for. Then (b), the variants and (c').
     run_fast("c_batched_fast")
     run_reference("b_batched_reference")
     for name in [v for v in args.variants.split(",") if v]:
         run_fast(f"c_fast_{name}", **variants[name])
-    for backend in ("efficient", "matmul", "cudnn"):
+    for backend in ("efficient", "matmul", "cudnn", "splitkv"):
         if backend in args.variants.split(","):
             run_reference(f"b_reference_{backend}", decoder_attention=backend)
-    t = scorer("fast", cuda_graphs=False)
-    t.transcribe(items[:1])
-    release(model)
-    peak_reset()
-    out, wall = timed(lambda: t.transcribe(items))
-    texts["c_batched_fast_no_graphs"] = [r.text for r in out]
-    row("c_batched_fast_no_graphs", wall)
+    if "splitkv_compiled_encoder" in args.variants.split(","):  # the reference over the same compiled encoder
+        run_reference("b_reference_splitkv_compiled_encoder", **variants["splitkv_compiled_encoder"])
+    if "no_graphs" not in skip:
+        t = scorer("fast", cuda_graphs=False)
+        t.transcribe(items[:1])
+        release(model)
+        peak_reset()
+        out, wall = timed(lambda: t.transcribe(items))
+        texts["c_batched_fast_no_graphs"] = [r.text for r in out]
+        row("c_batched_fast_no_graphs", wall)
 
     same = lambda a, b: texts[a] == texts[b] if a in texts and b in texts else None  # noqa: E731  None: not run
     check = {
@@ -253,6 +283,9 @@ def main() -> None:
         "texts_identical_b_c_efficient": same("b_reference_efficient", "c_fast_efficient"),
         "texts_identical_b_c_matmul": same("b_reference_matmul", "c_fast_matmul"),
         "texts_identical_b_c_cudnn": same("b_reference_cudnn", "c_fast_cudnn"),
+        "texts_identical_b_c_splitkv": same("b_reference_splitkv", "c_fast_splitkv"),
+        "texts_identical_b_c_splitkv_compiled_encoder": same("b_reference_splitkv_compiled_encoder",
+                                                             "c_fast_splitkv_compiled_encoder"),
         # Other batchings decode windows in other batch sizes: equal texts are expected, not promised.
         "texts_equal_to_default": {k: texts[k] == texts["c_batched_fast"] for k in texts if k.startswith("c_fast_")},
     }
@@ -273,11 +306,13 @@ def main() -> None:
         release(model)
         t.decode_tokens(batch, "en", decoder="fast")  # the runner for this batch size, graphs captured
         (fast_tokens, _), fast_s = timed(lambda: t.decode_tokens(batch, "en", decoder="fast"))
+        fast_again, _ = t.decode_tokens(batch, "en", decoder="fast")
         release(model)
         (ref_tokens, _), ref_s = timed(lambda: t.decode_tokens(batch, "en", decoder="reference"))
         ref_again, _ = t.decode_tokens(batch, "en", decoder="reference")
         check[backend] = {
-            "reference_repeatable": ref_again == ref_tokens, "windows": len(fast_tokens),
+            "reference_repeatable": ref_again == ref_tokens, "fast_repeatable": fast_again == fast_tokens,
+            "windows": len(fast_tokens), "windows_identical_second_runs": sum(a == b for a, b in zip(fast_again, ref_again)),
             "tokens_identical": fast_tokens == ref_tokens,
             "windows_identical": sum(a == b for a, b in zip(fast_tokens, ref_tokens)),
             "tokens_per_window": sorted({len(x) for x in fast_tokens}),
@@ -290,20 +325,23 @@ def main() -> None:
         save()
     # Padding on the GPU: 50 windows decoded padded to the full batch vs alone, by the reference.
     t = scorer("fast")
-    part = batch[:50]
-    padded = torch.cat([part, part[-1:].expand(bw - 50, *part.shape[1:])])
-    release(model)
-    padded_tokens, _ = t.decode_tokens(padded, "en", decoder="fast")
-    release(model)
-    alone, _ = t.decode_tokens(part, "en", decoder="reference")
-    check["padding"] = {"windows": 50, "padded_to": bw, "fast_padded_equals_reference_unpadded": padded_tokens[:50] == alone,
-                        "windows_identical": sum(a == b for a, b in zip(padded_tokens[:50], alone))}
-    print(json.dumps(check["padding"]), flush=True)
-    save()
+    if "padding" not in skip:
+        part = batch[:50]
+        padded = torch.cat([part, part[-1:].expand(bw - 50, *part.shape[1:])])
+        release(model)
+        padded_tokens, _ = t.decode_tokens(padded, "en", decoder="fast")
+        release(model)
+        alone, _ = t.decode_tokens(part, "en", decoder="reference")
+        check["padding"] = {"windows": 50, "padded_to": bw,
+                            "fast_padded_equals_reference_unpadded": padded_tokens[:50] == alone,
+                            "windows_identical": sum(a == b for a, b in zip(padded_tokens[:50], alone))}  # fmt: skip
+        print(json.dumps(check["padding"]), flush=True)
+        save()
 
     # Step time against batch size (graphs captured before timing).
     sweep = {}
-    for backend, sizes in [("flash", args.sweep), ("efficient", args.sweep_efficient), ("matmul", args.sweep_matmul)]:
+    for backend, sizes in [("flash", args.sweep), ("efficient", args.sweep_efficient), ("matmul", args.sweep_matmul),
+                           ("splitkv", args.sweep_splitkv)]:  # fmt: skip
         t = scorer("fast", decoder_attention=backend)
         for b in [int(x) for x in sizes.split(",") if x]:
             f = features.repeat(-(-b // len(features)), 1, 1)[:b]
@@ -337,6 +375,10 @@ def main() -> None:
     row("e_log_mel_only", wall)
 
     # (a) the model.transcribe loop, same decoding rules, on a subset of the songs.
+    if "loop" in skip or args.loop_songs < 1:
+        save()
+        print_table(rows, result)
+        return
     loop_items = items[: args.loop_songs]
     options = dict(language="en", temperature=0.0, without_timestamps=True, condition_on_previous_text=False,
                    no_speech_threshold=None, compression_ratio_threshold=None, logprob_threshold=None,
@@ -357,11 +399,86 @@ def main() -> None:
         "peak_gpu_memory_gib_default_row": rows["c_batched_fast"]["peak_gpu_gib"],
     })
     save()
+    print_table(rows, result)
+
+
+def print_table(rows: dict, result: dict) -> None:
     print(f"\n{'row':<34}{'audio s':>10}{'wall s':>10}{'x real time':>14}{'cold x':>10}")
     for label, r in rows.items():
         print(f"{label:<34}{r['audio_s']:>10}{r['wall_s']:>10}{r['x_realtime']:>14}{r.get('cold_x_realtime', ''):>10}")
-    print(f"fast vs transcribe loop: {result['speedup_fast_vs_transcribe_loop']}x; "
-          f"fast vs batched reference: {result['speedup_fast_vs_batched_reference']}x; device {result['device']}")
+    if "speedup_fast_vs_transcribe_loop" in result:
+        print(f"fast vs transcribe loop: {result['speedup_fast_vs_transcribe_loop']}x; "
+              f"fast vs batched reference: {result['speedup_fast_vs_batched_reference']}x; device {result['device']}")
+    for backend, c in result.get("check", {}).items():
+        if isinstance(c, dict) and "tokens_identical" in c:
+            print(backend, {k: c[k] for k in ("tokens_identical", "windows_identical", "reference_repeatable", "fast_repeatable",
+                                              "decode_ms_per_step_fast", "fast_step_over_floor") if k in c})  # fmt: skip
+
+
+def cross_attention_bench(model, batch: int) -> dict:
+    """One layer's cross-attention for `batch` windows, one query row each, per kernel (median of CUDA
+    event timings over rotating key/value sets, so the L2 cache does not hold them)."""
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from pipeline.scoring import decode_attention
+
+    dims = model.dims
+    heads, width, frames = dims.n_text_head, dims.n_text_state, dims.n_audio_ctx
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    sets = [tuple(torch.randn(batch, n, width, device="cuda", dtype=torch.float16, generator=gen) for n in (1, frames, frames))
+            for _ in range(2)]  # fmt: skip
+    kv_bytes = 2 * batch * frames * width * 2
+
+    def median_ms(fn) -> float:
+        for i in range(3):
+            fn(*sets[i % 2])
+        times = []
+        for i in range(20):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn(*sets[i % 2])
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b))
+        return sorted(times)[len(times) // 2]
+
+    def sdpa(q, k, v):
+        split = lambda x: x.view(batch, -1, heads, width // heads).transpose(1, 2)  # noqa: E731  whisper's layout
+        return F.scaled_dot_product_attention(split(q), split(k), split(v))
+
+    out = {"batch": batch, "bytes_kv": kv_bytes, "sdpa": {}, "splitkv": {}}
+    for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+        try:
+            with sdpa_kernel([backend]):
+                ms = median_ms(sdpa)
+            out["sdpa"][name] = {"ms": round(ms, 4), "TBps": round(kv_bytes / ms / 1e9, 2)}
+        except RuntimeError as error:
+            out["sdpa"][name] = {"error": str(error)[:160]}
+    names = ("SPLIT_KEYS", "BLOCK_KEYS", "NUM_WARPS", "NUM_STAGES")
+    saved = [getattr(decode_attention, n) for n in names]
+    q, k, v = sets[0]
+    with sdpa_kernel([SDPBackend.MATH]):
+        exact = sdpa(q.double(), k.double(), v.double())
+    # (keys per split, keys per block, warps, stages)
+    for setting in [(256, 64, 4, 3), (512, 64, 4, 3), (512, 64, 4, 4), (512, 64, 4, 2), (768, 64, 4, 3), (1536, 64, 4, 3),
+                    (256, 64, 8, 3), (512, 128, 8, 3), (512, 32, 2, 3)]:  # fmt: skip
+        for n, value in zip(names, setting):
+            setattr(decode_attention, n, value)
+        try:
+            ms = median_ms(lambda q, k, v: decode_attention.decode_attention(q, k, v, heads))
+            got = decode_attention.decode_attention(q, k, v, heads).double().view(batch, 1, heads, -1).transpose(1, 2)
+            error = ((got - exact).norm() / exact.norm()).item()
+            out["splitkv"][str(setting)] = {"setting": list(setting), "ms": round(ms, 4), "TBps": round(kv_bytes / ms / 1e9, 2),
+                                            "rel_error_vs_float64": error}  # fmt: skip
+        except Exception as error:  # a setting Triton cannot compile: say so and go on
+            out["splitkv"][str(setting)] = {"setting": list(setting), "error": f"{type(error).__name__}: {str(error)[:160]}"}
+        print("cross-attention", setting, out["splitkv"][str(setting)], flush=True)
+    for n, value in zip(names, saved):
+        setattr(decode_attention, n, value)
+    print("cross-attention sdpa", out["sdpa"], flush=True)
+    return out
 
 
 if __name__ == "__main__":

@@ -69,13 +69,14 @@ class WhisperOptions(BaseModel):
     decoder: Literal["fast", "reference"] = Field(
         "fast", description="'fast' = static-cache greedy decoder with identical tokens; 'reference' = whisper.decode.")
     cuda_graphs: bool = Field(True, description="fast decoder on cuda: replay each step as captured CUDA graphs.")
-    decoder_attention: Literal["flash", "efficient", "matmul", "cudnn"] = Field(
+    decoder_attention: Literal["flash", "efficient", "matmul", "cudnn", "splitkv"] = Field(
         "flash", description="Attention of both decoders on cuda: 'flash' = flash first, else memory-efficient; "
         "'efficient' = memory-efficient; 'matmul' = whisper's own attention without SDPA (batched matrix "
         "products: a decoding step reads the cross-attention cache once); 'cudnn' = cuDNN's kernel first "
         "(on an H100 the fastest at one query row, 1.25x flash's scorer, but not repeatable: two runs "
-        "of whisper.decode gave different tokens, so PER may change between runs). Tokens may "
-        "differ between kernels.")
+        "of whisper.decode gave different tokens, so PER may change between runs); 'splitkv' = a Triton "
+        "split-KV kernel for every one-row step attention, deterministic by construction (needs Triton; "
+        "elsewhere whisper's own path runs). Tokens may differ between kernels.")
     compile_encoder: bool = Field(
         False, description="Run the encoder through torch.compile (on an H100 about 1.4x faster; its states "
         "differ from the eager encoder's in the last bits, so a transcript may differ from an uncompiled run's).")

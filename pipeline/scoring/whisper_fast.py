@@ -18,6 +18,7 @@ by all sizes.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -349,7 +350,7 @@ def _sdpa_backends() -> tuple:
 
     b = torch.backends.cuda
     return (_whisper_sdpa(), b.flash_sdp_enabled(), b.mem_efficient_sdp_enabled(), b.math_sdp_enabled(),
-            b.cudnn_sdp_enabled())
+            b.cudnn_sdp_enabled(), _split_kv_on())
 
 
 def _whisper_sdpa() -> bool:
@@ -389,7 +390,10 @@ def deterministic_attention(backend: str = "flash"):
     does not repeat from run to run there (whisper_gpu.py's token check): a throughput setting only. `backend="matmul"` turns SDPA off in whisper (`whisper.model.disable_sdpa`):
     both decoders run whisper's own attention, two batched matrix products around an fp32 softmax.
     With one query row per window a flash kernel computes a whole tile of query rows; the products
-    only read each window's cross-attention keys and values, so a step nears its memory floor."""
+    only read each window's cross-attention keys and values, so a step nears its memory floor.
+    `backend="splitkv"`: every one-row attention of a step (self and cross) runs the split-KV kernel of
+    `pipeline.scoring.decode_attention` (Triton, on CUDA), which streams the cache near the bandwidth
+    and is deterministic by construction; the multi-row calls stay on flash."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     if backend == "flash":
@@ -403,7 +407,48 @@ def deterministic_attention(backend: str = "flash"):
         from whisper.model import disable_sdpa
 
         return disable_sdpa()
+    if backend == "splitkv":
+        return _split_kv_attention()
     raise ValueError(f"unknown attention backend {backend!r}")
+
+
+def _split_kv_on() -> bool:
+    from whisper.model import MultiHeadAttention
+
+    return MultiHeadAttention.qkv_attention is _split_kv_qkv_attention
+
+
+def _split_kv_qkv_attention(self, q, k, v, mask=None):
+    """whisper's `qkv_attention` with one-row queries (every step after the first forward: self- and
+    cross-attention alike) sent to the split-KV kernel; longer queries keep whisper's own path."""
+    from pipeline.scoring import decode_attention
+
+    if q.shape[1] == 1 and decode_attention.available(q.device):
+        return decode_attention.decode_attention(q, k, v, self.n_head), None
+    return _WHISPER_QKV_ATTENTION(self, q, k, v, mask)
+
+
+_WHISPER_QKV_ATTENTION = None
+
+
+@contextlib.contextmanager
+def _split_kv_attention():
+    """Flash for the multi-row calls (the encoder, the first forward) and the split-KV kernel for every
+    one-row call, in both decoders: `MultiHeadAttention.qkv_attention` is swapped for the context."""
+    global _WHISPER_QKV_ATTENTION
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from whisper.model import MultiHeadAttention
+
+    if _split_kv_on():  # nested: the outer context keeps it
+        yield
+        return
+    _WHISPER_QKV_ATTENTION = MultiHeadAttention.qkv_attention
+    MultiHeadAttention.qkv_attention = _split_kv_qkv_attention
+    try:
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+            yield
+    finally:
+        MultiHeadAttention.qkv_attention = _WHISPER_QKV_ATTENTION
 
 
 def greedy_decode(model, audio_features, plan: GreedyPlan, initial_tokens=None, *,

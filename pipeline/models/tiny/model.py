@@ -195,6 +195,91 @@ class TinyLeLM(PreTrainedModel):
         dual = self.dual_track_states(cond, targets["vocals"].clamp(min=0), targets["accompaniment"].clamp(min=0))
         return states | {"vocals": dual, "accompaniment": dual}, targets
 
+    # ---- packed rows (no padding) --------------------------------------------------------------
+    @property
+    def pack_rows(self) -> bool:
+        """Whether `flat_stream_states` packs a batch's rows into one sequence instead of padding them
+        (pipeline.models.tiny.packing): the same function, without the padding's work."""
+        return getattr(self, "_pack_rows", False)
+
+    @pack_rows.setter
+    def pack_rows(self, value: bool) -> None:
+        if value:
+            from pipeline.models.tiny.packing import use_packed_attention
+
+            use_packed_attention(self.lm)
+            use_packed_attention(self.decoder)
+        self._pack_rows = bool(value)
+
+    def flat_stream_states(self, conditions: list[dict], tokens: list[dict], stage: int = 0,
+                           streams: tuple[str, ...] = STREAMS) -> tuple[dict, dict]:  # fmt: skip
+        """Per stream, the states at its real target positions [N_s, d] and those targets [N_s], rows one
+        after another: `stream_states` with the padding dropped, packed or padded as `pack_rows` says."""
+        if self.pack_rows:
+            states, targets = self.packed_stream_states(conditions, tokens, stage)
+            return {s: states[s] for s in streams}, {s: targets[s] for s in streams}
+        states, targets = self.stream_states(conditions, tokens, stage)
+        valid = {s: targets[s] >= 0 for s in streams}
+        return {s: states[s][valid[s]] for s in streams}, {s: targets[s][valid[s]] for s in streams}
+
+    def packed_stream_states(self, conditions: list[dict], tokens: list[dict], stage: int = 0) -> tuple[dict, dict]:
+        """`flat_stream_states` with the rows packed: each block stack runs once over the rows laid end
+        to end ([1, N, d]), attention causal inside each row. The index arithmetic is done on the host
+        and sent with the ids in one copy, so the forward waits on the device only where it must."""
+        from pipeline.models.tiny.packing import PackedRows, run_stack
+
+        dev, c, k = self.device, self.config, self.config.delay
+        enc = [self.encode_condition(cond) for cond in conditions]
+        p = [len(e["kind"]) for e in enc]
+        t = [len(tok["mixed"]) for tok in tokens]
+        n = [a + HEADER_LEN + b for a, b in zip(p, t)]
+        rows, total_p = len(t), sum(p)
+        ar = torch.arange
+        perm, lm_pos, header_at, mixed_at, frame_at, inside, dec_pos, prev_at, first = ([] for _ in range(9))
+        start = prefix_off = frame_off = 0
+        for b in range(rows):
+            pb, tb, f = p[b], t[b], ar(t[b])
+            perm += [ar(prefix_off, prefix_off + pb), total_p + HEADER_LEN * b + ar(HEADER_LEN),
+                     total_p + HEADER_LEN * rows + frame_off + f]  # fmt: skip
+            lm_pos.append(ar(n[b]))
+            header_at.append(start + pb - 1 + ar(HEADER_LEN))  # the state before header token j predicts it
+            mixed_at.append(start + pb + HEADER_LEN - 1 + ar(tb + 1))  # mixed tokens, then EOS
+            live = f + k < tb  # decoder frame f reads h_{f+k}; past the song's end, end_pad
+            frame_at.append(torch.where(live, start + pb + HEADER_LEN + f + k, start))
+            inside.append(live.long())
+            dec_pos.append(f)
+            prev_at.append((frame_off + f - 1).clamp(min=frame_off))
+            first.append((f == 0).long())
+            start, prefix_off, frame_off = start + n[b], prefix_off + pb, frame_off + tb
+        as_long = lambda x: torch.as_tensor(x, dtype=torch.long)  # noqa: E731
+        mixed_targets = [torch.cat([as_long(tok["mixed"]), as_long([c.mixed_eos])]) for tok in tokens]
+        parts = [torch.cat([as_long(e[field]) for e in enc]) for field in ("kind", "position", "word", "tag")]
+        parts += [torch.cat([as_long(tok[s]) for tok in tokens]) for s in ("header", "mixed", "vocals", "accompaniment")]
+        parts += [torch.cat(x) for x in (mixed_targets, perm, lm_pos, header_at, mixed_at, frame_at, inside, dec_pos,
+                                          prev_at, first)]  # fmt: skip
+        host = torch.cat(parts)
+        if dev.type == "cuda":
+            host = host.pin_memory()
+        (kind, position, word, tag, header, mixed, vocals, accompaniment, mixed_targets, perm, lm_pos, header_at, mixed_at,
+         frame_at, inside, dec_pos, prev_at, first) = host.to(dev, non_blocking=True).split([len(x) for x in parts])  # fmt: skip
+        bound = self.lm.config.max_position_embeddings
+        with torch.set_grad_enabled(torch.is_grad_enabled() and stage != 2):
+            embeds = torch.cat([
+                self.kind_emb(kind) + self.position_emb(position) + self.word_emb(word) + self.tag_emb(tag),
+                self.header_emb(header) + self.kind_emb.weight[HEADER_KIND],
+                self.mixed_emb(mixed) + self.kind_emb.weight[MIXED_KIND],
+            ])  # fmt: skip
+            hidden = run_stack(self.lm, embeds.index_select(0, perm)[None], lm_pos[None],
+                               PackedRows.of(n, dev, max(bound, max(n, default=0))))[0]  # fmt: skip
+        states = {"header": hidden.index_select(0, header_at), "mixed": hidden.index_select(0, mixed_at)}
+        cond = torch.where(inside.bool()[:, None], self.cond_proj(hidden.index_select(0, frame_at)), self.end_pad)
+        prev = (self.vocals_emb(vocals) + self.accompaniment_emb(accompaniment)).index_select(0, prev_at)
+        prev = torch.where(first.bool()[:, None], self.dual_bos, prev)
+        dual = run_stack(self.decoder, (cond + prev)[None], dec_pos[None],
+                         PackedRows.of(t, dev, max(bound, max(t, default=0))))[0]  # fmt: skip
+        targets = {"header": header, "mixed": mixed_targets, "vocals": vocals, "accompaniment": accompaniment}
+        return states | {"vocals": dual, "accompaniment": dual}, targets
+
     def dual_track_states(self, cond: torch.Tensor, vocals: torch.Tensor, accompaniment: torch.Tensor) -> torch.Tensor:
         """The AR decoder by teacher forcing: cond [B, T, d] (delayed LM states), previous tokens shifted in;
         both dual-track heads read its output."""

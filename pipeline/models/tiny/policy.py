@@ -54,25 +54,26 @@ class TinyPolicy(TinyLeLM):
                 num_items_in_batch=None, **unused) -> FusedCausalLMOutput:  # fmt: skip
         if input_ids is None:
             raise ValueError("TinyPolicy.forward needs input_ids (the text form of preference_text.py)")
-        rows = [self.read_row(ids) for ids in input_ids]  # padding (id 0) belongs to no stream
-        states, targets = self.stream_states([r[0] for r in rows], [r[1] for r in rows], stage=0)
+        # The rows are read on the host: one copy of the ids instead of a wait on the device per lookup.
+        rows = [self.read_row(ids) for ids in input_ids.cpu()]  # padding (id 0) belongs to no stream
+        scored = tuple(s for s in STREAMS if s in self.scored_streams)
+        # Row-major, so row b's tokens come out in order, `len(where[s])` of them.
+        states, targets = self.flat_stream_states([r[0] for r in rows], [r[1] for r in rows], stage=0, streams=scored)
         shape = (input_ids.shape[0], input_ids.shape[1] - 1)
         zeros = torch.zeros(shape, device=input_ids.device)
         fields = {name: zeros for name in ("log_probs", "entropy", "mean_logits")}
         is_top1 = torch.zeros(shape, dtype=torch.bool, device=input_ids.device)
         heads = self.stream_heads()
-        for s in (s for s in STREAMS if s in self.scored_streams):
-            valid = targets[s] >= 0  # row-major, so row b's tokens come out in order, `len(where[s])` of them
+        for s in scored:
             log_probs, entropy, _, mean_logits, top1 = ChunkedLogProbFunction.apply(
-                states[s][valid], heads[s].weight, heads[s].bias, targets[s][valid], 1.0, VOCAB_CHUNK, None, 1.0,
+                states[s], heads[s].weight, heads[s].bias, targets[s], 1.0, VOCAB_CHUNK, None, 1.0,
                 ("entropy", "mean_logits", "is_top1"),
             )  # fmt: skip
             # The logit that predicts the token at position p sits at p - 1.
             at = (torch.cat([torch.full((len(r[2][s]),), b) for b, r in enumerate(rows)]).to(input_ids.device),
                   torch.cat([r[2][s] for r in rows]).to(input_ids.device) - 1)  # fmt: skip
             if s == "vocals" and self.vocal_factor != "note":
-                log_probs = self._word_log_probs(states[s][valid], heads[s], targets[s][valid],
-                                                 onsets_only=self.vocal_factor == "onset")
+                log_probs = self._word_log_probs(states[s], heads[s], targets[s], onsets_only=self.vocal_factor == "onset")
             per_token = {"log_probs": log_probs.float(), "entropy": entropy.detach().float(),
                          "mean_logits": mean_logits.float()}  # fmt: skip
             fields = {name: fields[name].index_put(at, per_token[name]) for name in fields}

@@ -1,0 +1,106 @@
+"""The split-KV decode-attention kernel (Triton) and whisper's `decoder_attention: splitkv`.
+
+The kernel needs a CUDA device, or Triton's CPU interpreter: `TRITON_INTERPRET=1 pytest
+tests/test_decode_attention.py` runs every test here on a CPU (slowly). Without either, the tests
+skip and say why.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton", reason="the split-KV kernel is written in Triton, which is not installed")
+
+from pipeline.scoring import decode_attention as da  # noqa: E402
+
+if torch.cuda.is_available():
+    DEVICE = "cuda"
+elif os.environ.get("TRITON_INTERPRET") == "1":
+    DEVICE = "cpu"
+else:
+    pytest.skip("no CUDA device; set TRITON_INTERPRET=1 to run the Triton kernel on the CPU", allow_module_level=True)
+
+
+def _reference(q, k, v, heads):
+    """float64 softmax(q·kᵀ/sqrt(D))·v per head."""
+    b, t, width = k.shape
+    d = width // heads
+    qh = q.double().view(b, 1, heads, d).transpose(1, 2)
+    kh, vh = (x.double().view(b, t, heads, d).transpose(1, 2) for x in (k, v))
+    out = torch.softmax(qh @ kh.transpose(-1, -2) / d**0.5, -1) @ vh
+    return out.transpose(1, 2).reshape(b, 1, width)
+
+
+@pytest.mark.parametrize("keys", [1, 37, da.SPLIT_KEYS, da.SPLIT_KEYS + 1, 1500])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_matches_float64_and_repeats(keys, dtype):
+    gen = torch.Generator().manual_seed(keys)
+    batch, heads, d = 3, 2, 32
+    q, k, v = (torch.randn(batch, n, heads * d, generator=gen).mul(s).to(DEVICE, dtype)
+               for n, s in [(1, 1.0), (keys, 3.0), (keys, 1.0)])  # fmt: skip
+    out = da.decode_attention(q, k, v, heads)
+    assert out.shape == q.shape and out.dtype == dtype
+    ref = _reference(q, k, v, heads)
+    error = ((out.double() - ref).norm() / ref.norm()).item()
+    assert error < (1e-3 if dtype == torch.float16 else 1e-5), error
+    assert torch.equal(out, da.decode_attention(q, k, v, heads))  # the same bits again
+
+
+def test_strided_cache_gives_the_same_bits():
+    """The fast decoder passes views of its preallocated caches; whisper.decode, fresh tensors."""
+    gen = torch.Generator().manual_seed(1)
+    big = torch.randn(2, 4, 300, 64, generator=gen).to(DEVICE, torch.float16)
+    q = torch.randn(4, 1, 64, generator=gen).to(DEVICE, torch.float16)
+    k, v = big[0][:, :280], big[1][:, :280]  # batch stride 300 rows, 280 keys read
+    assert torch.equal(da.decode_attention(q, k, v, 2), da.decode_attention(q, k.contiguous(), v.contiguous(), 2))
+
+
+def test_bad_shapes_are_named():
+    x = torch.zeros(2, 1, 64, device=DEVICE)
+    with pytest.raises(ValueError, match="one query row"):
+        da.decode_attention(torch.zeros(2, 2, 64, device=DEVICE), x, x, 2)
+    with pytest.raises(ValueError, match="power of two"):
+        da.decode_attention(torch.zeros(2, 1, 48, device=DEVICE), torch.zeros(2, 3, 48, device=DEVICE),
+                            torch.zeros(2, 3, 48, device=DEVICE), 2)  # fmt: skip
+
+
+def test_whisper_split_kv_fast_equals_reference():
+    """Both decoders under `decoder_attention: splitkv` give the same tokens, and twice the same."""
+    whisper = pytest.importorskip("whisper")
+    from whisper.model import ModelDimensions, Whisper
+
+    from pipeline.scoring.whisper_fast import _split_kv_on, deterministic_attention, greedy_decode, greedy_plan, release
+
+    torch.manual_seed(0)
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=1,
+                           n_vocab=51865, n_text_ctx=448, n_text_state=64, n_text_head=2, n_text_layer=2)
+    model = Whisper(dims).to(DEVICE).eval()
+    torch.nn.init.normal_(model.decoder.positional_embedding, std=1.0)
+    torch.nn.init.normal_(model.decoder.token_embedding.weight, std=0.02)
+    features = torch.randn(3, 1500, 64, generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    eot = whisper.tokenizer.get_tokenizer(True).eot
+    options = whisper.DecodingOptions(language="en", sample_len=12, without_timestamps=True, fp16=False,
+                                      suppress_tokens=f"-1,{eot}")
+    calls = []
+    kernel = da.decode_attention
+
+    def counted(*args, **kwargs):
+        calls.append(args[1].shape[1])
+        return kernel(*args, **kwargs)
+
+    da.decode_attention = counted
+    try:
+        with deterministic_attention("splitkv"):
+            assert _split_kv_on()
+            fast = greedy_decode(model, features, greedy_plan(model, options), cuda_graphs=False)
+            ref = [r.tokens for r in whisper.decode(model, features, options)]
+            again = greedy_decode(model, features, greedy_plan(model, options), cuda_graphs=False)
+    finally:
+        da.decode_attention = kernel
+        release(model)
+    assert not _split_kv_on()
+    assert fast == ref == again and all(len(t) == 12 for t in fast) and len(set(fast[0])) > 4
+    assert 1500 in calls and min(calls) < 20  # cross- and self-attention both ran the kernel
