@@ -138,6 +138,25 @@ def test_dpo_trains_checkpoints_and_resumes(policy, dataset, tmp_path):
     assert state["global_step"] == 3 and len([r for r in state["log_history"] if "loss" in r]) == 3
 
 
+def test_packed_rows_train_as_padded_ones(dataset, tmp_path):
+    """dpo.pack_rows: the same pairs packed without padding give the padded run's losses and weights."""
+    options = DpoOptions(max_steps=2, batch_size=2, save_steps=10, learning_rate=1e-4)
+    runs = {}
+    for pack in (False, True):
+        model = TinyPolicy.from_pretrained(CHECKPOINT_DIR, torch_dtype=torch.float32)
+        trained, metrics = train_dpo(model, TinySongTokenizer.for_model(model), dataset,
+                                     options.model_copy(update={"pack_rows": pack}), tmp_path / str(pack), seed=0)  # fmt: skip
+        assert trained.pack_rows is pack
+        runs[pack] = ([row["loss"] for row in metrics["log"] if "loss" in row], trained.state_dict())
+    assert len(runs[True][0]) == 2 and torch.allclose(torch.tensor(runs[True][0]), torch.tensor(runs[False][0]), atol=1e-5)
+    assert all(torch.allclose(runs[True][1][k], v, atol=1e-5) for k, v in runs[False][1].items())
+
+
+def test_pack_rows_needs_a_policy_that_packs(dataset, tmp_path):
+    with pytest.raises(ValueError, match="pack_rows needs a policy that packs"):
+        train_dpo(torch.nn.Linear(1, 1), None, dataset, DpoOptions(pack_rows=True), tmp_path, seed=0)
+
+
 def test_lora_run_keeps_the_base_as_reference(dataset, tmp_path):
     model = TinyPolicy.from_pretrained(CHECKPOINT_DIR, torch_dtype=torch.float32)
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -72,6 +72,10 @@ class DpoOptions(BaseModel):
         "(word and pitch, the paper's setting), its word only (pitch marginalised: what the lyric decides), or "
         "onset: the word chosen at each note onset only, with rests and holds unscored."
     )
+    pack_rows: bool = Field(
+        False, description="Pack a micro-batch's songs end to end into one sequence, without padding (a multi-stream "
+        "policy: the tiny model's); the same log-probabilities and gradients, less work where song lengths differ."
+    )
     threads: int | None = Field(None, ge=1, description="torch CPU threads; null: torch's default.")
     device: Literal["auto", "cpu"] = Field("auto", description="'cpu' forces the CPU even where a GPU is present.")
 

@@ -67,6 +67,11 @@ def train_dpo(model, tokenizer, train_dataset, options: DpoOptions, output_dir: 
         torch.set_num_threads(options.threads)
     if len(train_dataset) == 0:
         raise ValueError("DPO: the training split has no pairs")
+    if options.pack_rows:
+        if not hasattr(model, "pack_rows"):
+            raise ValueError(f"dpo.pack_rows needs a policy that packs its rows (the tiny model's); "
+                             f"{type(model).__name__} does not")  # fmt: skip
+        model.pack_rows = True  # before the reference copy below, so both run packed
     # Without precomputed log-probs and without LoRA, TRL would rebuild the reference from the
     # model's path through the Auto classes, which know neither in-memory models nor the tiny policy.
     reference = None
