@@ -58,6 +58,27 @@ def test_text_form_reads_back_to_the_same_prefix_and_streams(policy, songs):
         tokenizer("K1 Z9")
 
 
+def _forward_with(policy, batch, labels, **settings):
+    """The policy's forward with some class settings overridden for this call (scored_streams, vocal_factor)."""
+    for name, value in settings.items():
+        setattr(policy, name, value)
+    try:
+        with torch.no_grad():
+            return policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels)
+    finally:
+        for name in settings:
+            delattr(policy, name)  # back to the class default
+
+
+def _vocals_positions(policy, batch, pick) -> torch.Tensor:
+    """[B, L-1] mask of the log-prob positions of the vocals tokens that `pick` selects (a bool tensor of them)."""
+    mask = torch.zeros(batch["input_ids"].shape[0], batch["input_ids"].shape[1] - 1, dtype=torch.bool)
+    for b, ids in enumerate(batch["input_ids"]):
+        _, tokens, where = policy.read_row(ids)
+        mask[b, where["vocals"][pick(torch.tensor(tokens["vocals"]))] - 1] = True
+    return mask
+
+
 def test_trl_log_probs_equal_the_models_teacher_forced_ones(policy, songs, dataset):
     """Through TRL's own collator and label masking: per-token log-probs sum to stream_logprobs."""
     tokenizer = TinySongTokenizer.for_model(policy)
@@ -77,41 +98,19 @@ def test_trl_log_probs_equal_the_models_teacher_forced_ones(policy, songs, datas
     assert out.log_probs.shape == (4, batch["input_ids"].shape[1] - 1)
     assert (out.log_probs[labels[:, 1:] == -100] == 0).all()  # prompt and padding carry nothing
     # a preference's own streams only (DpoOptions.streams = "preference"): the sum over those streams
-    policy.scored_streams = ("mixed", "vocals")
-    try:
-        with torch.no_grad():
-            vocal = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels)
-    finally:
-        del policy.scored_streams  # back to the class default: every stream
+    vocal = _forward_with(policy, batch, labels, scored_streams=("mixed", "vocals"))
     assert torch.allclose(vocal.log_probs.sum(1), expected["mixed"] + expected["vocals"], atol=1e-4)
     # vocal_factor "word": a sung note counts as its word (pitch summed out), so each note's
     # log-probability rises to its word's marginal and rests, holds and other streams stay as they were
-    policy.vocal_factor = "word"
-    try:
-        with torch.no_grad():
-            words = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels)
-    finally:
-        del policy.vocal_factor
-    notes = torch.zeros_like(labels[:, 1:], dtype=torch.bool)
-    for b, ids in enumerate(batch["input_ids"]):
-        _, tokens, where = policy.read_row(ids)
-        sung = torch.tensor(tokens["vocals"]) >= VOCAL_NOTE_BASE
-        notes[b, where["vocals"][sung] - 1] = True
+    words = _forward_with(policy, batch, labels, vocal_factor="word")
+    notes = _vocals_positions(policy, batch, lambda vocals: vocals >= VOCAL_NOTE_BASE)
     assert notes.any() and (words.log_probs[notes] > out.log_probs[notes] + 1e-6).all()
     assert torch.allclose(words.log_probs[~notes], out.log_probs[~notes], atol=1e-4)
     assert (words.log_probs <= 1e-6).all()
     # vocal_factor "onset": the same word log-probabilities at note onsets, and the vocals stream's
     # rests and holds unscored (0); the other streams as they were
-    policy.vocal_factor = "onset"
-    try:
-        with torch.no_grad():
-            onsets = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels)
-    finally:
-        del policy.vocal_factor
-    unsung = torch.zeros_like(notes)
-    for b, ids in enumerate(batch["input_ids"]):
-        _, tokens, where = policy.read_row(ids)
-        unsung[b, where["vocals"][torch.tensor(tokens["vocals"]) < VOCAL_NOTE_BASE] - 1] = True
+    onsets = _forward_with(policy, batch, labels, vocal_factor="onset")
+    unsung = _vocals_positions(policy, batch, lambda vocals: vocals < VOCAL_NOTE_BASE)
     assert unsung.any() and (onsets.log_probs[unsung] == 0).all() and (out.log_probs[unsung] < 0).any()
     assert torch.allclose(onsets.log_probs[notes], words.log_probs[notes], atol=1e-5)
     others = ~notes & ~unsung
