@@ -24,7 +24,11 @@ step (`step_floor`: the bytes it must read over the bandwidth of a device-to-dev
 here) stands beside each kernel's measured step time.
 
 End-of-text is suppressed everywhere and every window decodes exactly `--tokens` tokens, so the
-work is the same in each row whatever the random weights would emit. Audio goes through the
+work is the same in each row whatever the random weights would emit. `--eot-mean-tokens N` adds
+rows with end-of-text allowed: the end-of-text token's embedding row is scaled (by bisection on
+one batch) until the random model's windows end after N tokens on average, a lyric's length; then
+the reference and the fast scorer (split-KV kernel, compiled encoder) transcribe the songs, the
+fast one with and without skipping finished windows' attention. Audio goes through the
 transcriber's own path (FLAC files on disk, read, windowed, log-mel). The fast decoder's tokens
 are checked against the reference's on one batch, and all song texts of (b) and (c) are compared.
 
@@ -152,6 +156,8 @@ def main() -> None:
     parser.add_argument("--kernel-bench", action="store_true", help="one layer's cross-attention per kernel, first")
     parser.add_argument("--tune-splitkv", action="store_true", help="use the fastest split-KV setting of --kernel-bench")
     parser.add_argument("--skip", default="", help="comma-separated parts left out: no_graphs, padding, loop")
+    parser.add_argument("--eot-mean-tokens", type=float, default=0.0,
+                        help="also time end-of-text allowed, the model's windows ending after this many tokens on average")
     parser.add_argument("--out", type=Path, default=Path("whisper_gpu.json"))
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -172,9 +178,9 @@ def main() -> None:
     total = sum(seconds)
     defaults = WhisperOptions(checkpoint="x")
 
-    def scorer(decoder: str = "fast", **kw) -> WhisperTranscriber:
+    def scorer(decoder: str = "fast", suppress_tokens: str = suppress, **kw) -> WhisperTranscriber:
         options = WhisperOptions(checkpoint=f"random-{args.shape}", device=args.device, fp16=fp16, decoder=decoder,
-                                 max_tokens=args.tokens, suppress_tokens=suppress, vad_threshold_db=-60.0, **kw)
+                                 max_tokens=args.tokens, suppress_tokens=suppress_tokens, vad_threshold_db=-60.0, **kw)
         return WhisperTranscriber(options, model=model)
 
     n_windows = sum(len(scorer()._windows(i, item)[0]) for i, item in enumerate(items))
@@ -225,8 +231,8 @@ def main() -> None:
         print(f"{label}: {json.dumps(r)}", flush=True)
         save()
 
-    def run_fast(label, **kw):
-        t = scorer("fast", **kw)
+    def run_fast(label, suppress_tokens=suppress, **kw):
+        t = scorer("fast", suppress_tokens, **kw)
         t.transcribe(items[:1])  # kernels, cuBLAS, allocator
         release(model)
         peak_reset()
@@ -236,9 +242,9 @@ def main() -> None:
         texts[label] = [r.text for r in out]
         row(label, wall, cold, options=kw or "defaults")
 
-    def run_reference(label, **kw):
+    def run_reference(label, suppress_tokens=suppress, **kw):
         release(model)
-        t = scorer("reference", **kw)
+        t = scorer("reference", suppress_tokens, **kw)
         t.transcribe(items[:1])
         peak_reset()
         out, wall = timed(lambda: t.transcribe(items))
@@ -310,6 +316,12 @@ def main() -> None:
         release(model)
         (ref_tokens, _), ref_s = timed(lambda: t.decode_tokens(batch, "en", decoder="reference"))
         ref_again, _ = t.decode_tokens(batch, "en", decoder="reference")
+        # The last 13 rows as padding (179 windows in a 192 batch, as the songs give): the fast decoder
+        # finishes them at once; the other rows must keep their tokens.
+        real = bw - 13
+        release(model)
+        t.decode_tokens(batch, "en", decoder="fast", rows=real)
+        (rows_tokens, _), rows_s = timed(lambda: t.decode_tokens(batch, "en", decoder="fast", rows=real))
         check[backend] = {
             "reference_repeatable": ref_again == ref_tokens, "fast_repeatable": fast_again == fast_tokens,
             "windows": len(fast_tokens), "windows_identical_second_runs": sum(a == b for a, b in zip(fast_again, ref_again)),
@@ -320,6 +332,9 @@ def main() -> None:
             "decode_ms_per_step_fast": round(1000 * fast_s / args.tokens, 2),
             "decode_ms_per_step_reference": round(1000 * ref_s / args.tokens, 2),
             "fast_step_over_floor": round(fast_s / args.tokens / floor["floor_s_measured_bandwidth"], 2) if cuda else None,
+            "padding_rows_stopped": {"rows": real, "tokens_identical": rows_tokens[:real] == fast_tokens[:real],
+                                     "padding_empty": all(not x for x in rows_tokens[real:]),
+                                     "decode_ms_per_step_fast": round(1000 * rows_s / args.tokens, 2)},
         }
         print(backend, json.dumps(check[backend]), flush=True)
         save()
@@ -374,6 +389,10 @@ def main() -> None:
     _, wall = timed(lambda: [t.log_mel(windows[s: s + ew]) for s in range(0, n_windows, ew)])
     row("e_log_mel_only", wall)
 
+    if args.eot_mean_tokens:
+        result["end_of_text"] = end_of_text_rows(args, model, batch, scorer, run_fast, run_reference, texts, eot)
+        save()
+
     # (a) the model.transcribe loop, same decoding rules, on a subset of the songs.
     if "loop" in skip or args.loop_songs < 1:
         save()
@@ -400,6 +419,67 @@ def main() -> None:
     })
     save()
     print_table(rows, result)
+
+
+def end_of_text_rows(args, model, batch, scorer, run_fast, run_reference, texts, eot) -> dict:
+    """Rows with end-of-text allowed, the random model's windows ending after about `--eot-mean-tokens`
+    tokens: the end-of-text embedding row scaled until one batch's mean length is that (bisection on
+    a log scale: a larger row wins the argmax sooner). The model's row is restored afterwards."""
+    import torch
+
+    from pipeline.scoring import whisper_fast
+
+    allowed = "-1"
+    weight = model.decoder.token_embedding.weight
+    row = weight[eot].detach().clone()
+
+    def set_scale(scale: float) -> None:
+        with torch.no_grad():
+            weight[eot] = row * scale
+        whisper_fast.release(model)
+        whisper_fast._WEIGHTS.pop(model, None)  # the fast decoder's cast copy of the embedding
+
+    def lengths(scale: float) -> list[int]:
+        set_scale(scale)
+        tokens, _ = scorer("fast", allowed, decoder_attention="splitkv").decode_tokens(batch, "en", decoder="fast")
+        return [len(x) for x in tokens]
+
+    lo, hi, tried = 1.0, 16.0, {}
+    for _ in range(10):
+        mid = (lo * hi) ** 0.5
+        tried[round(mid, 4)] = float(np.mean(lengths(mid)))
+        print("end-of-text scale", round(mid, 4), "mean tokens", tried[round(mid, 4)], flush=True)
+        lo, hi = (mid, hi) if tried[round(mid, 4)] > args.eot_mean_tokens else (lo, mid)
+    scale = min(tried, key=lambda k: abs(tried[k] - args.eot_mean_tokens))
+    n = np.array(lengths(scale))
+    out = {"target_mean_tokens": args.eot_mean_tokens, "scale": scale, "bisection": tried,
+           "batch_tokens_per_window": {"mean": round(float(n.mean()), 1), "p10": int(np.percentile(n, 10)),
+                                       "median": int(np.median(n)), "p90": int(np.percentile(n, 90)),
+                                       "at_cap": int((n >= args.tokens).sum()), "windows": int(n.size)}}
+    print("end-of-text", json.dumps(out), flush=True)
+    kw = dict(decoder_attention="splitkv", compile_encoder=weight.is_cuda)
+    run_fast("eot_c_fast_splitkv_compiled_encoder", allowed, **kw)
+    run_reference("eot_b_reference_splitkv_compiled_encoder", allowed, **kw)
+    # The same fast scorer with every row's attention computed to the end (no finished-row skip).
+    skip = whisper_fast._Runner._decode_attention
+    whisper_fast._Runner._decode_attention = lambda self, q, k, v: whisper_fast_kernel(q, k, v, self.w.dims.n_text_head)
+    try:
+        run_fast("eot_c_fast_splitkv_compiled_encoder_no_skip", allowed, **kw)
+    finally:
+        whisper_fast._Runner._decode_attention = skip
+    out["texts_identical_b_c"] = texts["eot_b_reference_splitkv_compiled_encoder"] == texts["eot_c_fast_splitkv_compiled_encoder"]
+    out["texts_identical_skip_no_skip"] = (texts["eot_c_fast_splitkv_compiled_encoder"]
+                                           == texts["eot_c_fast_splitkv_compiled_encoder_no_skip"])
+    out["song_words_mean"] = round(float(np.mean([len(t.split()) for t in texts["eot_c_fast_splitkv_compiled_encoder"]])), 1)
+    set_scale(1.0)
+    print("end-of-text", json.dumps(out), flush=True)
+    return out
+
+
+def whisper_fast_kernel(q, k, v, heads):
+    from pipeline.scoring.decode_attention import decode_attention
+
+    return decode_attention(q, k, v, heads)
 
 
 def print_table(rows: dict, result: dict) -> None:

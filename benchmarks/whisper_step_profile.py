@@ -47,7 +47,8 @@ def kernel_groups(prof) -> dict:
         if t <= 0 or e.key.startswith("aten::") or e.key.startswith("cuda"):
             continue
         name = e.key.lower()
-        group = ("attention" if ("flash" in name or "fmha" in name or "attention" in name) else
+        group = ("attention" if ("flash" in name or "fmha" in name or "attention" in name or "partial_kernel" in name
+                                 or "combine_kernel" in name) else
                  "matmul" if ("gemm" in name or "sm90" in name or "cutlass" in name or "xmma" in name) else
                  "softmax/argmax/reduce" if ("softmax" in name or "reduce" in name or "argmax" in name) else
                  "elementwise/copy")  # fmt: skip
@@ -72,13 +73,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--encode-windows", type=int, default=32)
     parser.add_argument("--shape", choices=["large-v3", "tiny"], default="large-v3")
+    parser.add_argument("--attention", default="flash", help="decoder_attention of the profiled step: flash or splitkv")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results") / "whisper_step_profile.json")
     args = parser.parse_args()
     dims = LARGE_V3 if args.shape == "large-v3" else TINY
     device = torch.device("cuda")
     model = build_model(0, dims, "cuda")
     report: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "batch": args.batch,
-                    "bandwidth_measured": copy_bandwidth()}  # fmt: skip
+                    "attention": args.attention, "bandwidth_measured": copy_bandwidth()}  # fmt: skip
     eot = whisper.tokenizer.get_tokenizer(True, num_languages=model.num_languages).eot
     plan = greedy_plan(model, DecodingOptions(language="en", without_timestamps=True, fp16=True, sample_len=args.steps,
                                               suppress_tokens=f"-1,{eot}"))  # every window decodes all steps  # fmt: skip
@@ -86,7 +88,7 @@ def main() -> None:
     init = torch.tensor([plan.initial_tokens] * args.batch, dtype=torch.long, device=device)
     t0 = len(plan.initial_tokens)
     w = _weights(model, torch.float16)
-    with torch.no_grad():
+    with torch.no_grad(), deterministic_attention(args.attention):
         for graphs in (True, False):
             r = w.runner(plan, args.batch, dims["n_audio_ctx"], device, graphs)
             r.prefill(init, feats)
@@ -97,6 +99,11 @@ def main() -> None:
                 r.step(t0 + 50)
             torch.cuda.synchronize()
         report["profile_5_eager_steps"] = kernel_groups(prof)
+        if args.attention == "splitkv":  # a step with every other window finished: its attention skipped
+            r = w.runner(plan, args.batch, dims["n_audio_ctx"], device, True)
+            r.prefill(init, feats)
+            r.tok[::2] = plan.eot
+            report["step_ms_graphs_half_finished"] = round(cuda_time(lambda: r.step(t0 + 50), 20) * 1e3, 3)
         # One layer's cross-attention alone, per kernel: 1 query row per window and head.
         h, d = dims["n_text_head"], dims["n_text_state"] // dims["n_text_head"]
         q = torch.randn(args.batch, h, 1, d, device=device, dtype=torch.float16)

@@ -11,6 +11,10 @@ decoder and `whisper.decode`) run the same arithmetic.
 
 Layout: q [B, 1, H·D], k and v [B, T, H·D] with the last dimension contiguous (whisper's own
 tensors, heads not split out), out [B, 1, H·D] in q's dtype. Scale 1/sqrt(D), as SDPA's default.
+
+`live` (optional, [B] on the device): rows whose entry is 0 read no keys and get zeros. A batch's
+finished windows (and its padding) then cost no cache reads, with no host round trip, inside a
+captured graph; a live row's arithmetic is the same as without `live`.
 """
 
 from __future__ import annotations
@@ -47,24 +51,27 @@ def _build():
     import triton.language as tl
 
     @triton.jit
-    def partial_kernel(q_ptr, k_ptr, v_ptr, out_ptr, m_ptr, l_ptr, acc_ptr, n_keys, n_splits,
+    def partial_kernel(q_ptr, k_ptr, v_ptr, out_ptr, m_ptr, l_ptr, acc_ptr, live_ptr, n_keys, n_splits,
                        sq_b, sk_b, sk_t, sv_b, sv_t, so_b, qk_scale,
                        H: tl.constexpr, D: tl.constexpr, SPLIT: tl.constexpr, BLOCK: tl.constexpr,
-                       STAGES: tl.constexpr, ONE_SPLIT: tl.constexpr):  # fmt: skip
+                       STAGES: tl.constexpr, ONE_SPLIT: tl.constexpr, HAS_LIVE: tl.constexpr):  # fmt: skip
         bh = tl.program_id(0)
         split = tl.program_id(1)
         b = (bh // H).to(tl.int64)
         h = bh % H
         d = tl.arange(0, D)
+        start = split * SPLIT
+        stop = tl.minimum(SPLIT, n_keys - start)
+        if HAS_LIVE:
+            stop = tl.where(tl.load(live_ptr + b) != 0, stop, 0)  # a dead row: no keys, zeros out
         # log2(e)/sqrt(D) folded into q: scores come out in base 2, for exp2.
         q = tl.load(q_ptr + b * sq_b + h * D + d).to(tl.float32) * qk_scale
         m = tl.full((), float("-inf"), tl.float32)
         # Per key slot of a block: partial sums, folded across the block's slots once at the end.
         total = tl.zeros((BLOCK,), tl.float32)
         acc = tl.zeros((BLOCK, D), tl.float32)
-        start = split * SPLIT
         # Only the blocks that hold a live key: a block of dead keys would add exactly nothing.
-        for j in tl.range(0, tl.minimum(SPLIT, n_keys - start), BLOCK, num_stages=STAGES):
+        for j in tl.range(0, stop, BLOCK, num_stages=STAGES):
             t = start + j + tl.arange(0, BLOCK)
             live = t < n_keys
             rows = t.to(tl.int64)
@@ -82,6 +89,8 @@ def _build():
         acc = tl.sum(acc, axis=0)
         total = tl.sum(total, axis=0)
         if ONE_SPLIT:
+            if HAS_LIVE:
+                total = tl.where(stop > 0, total, 1.0)  # a dead row: 0 / 1
             tl.store(out_ptr + b * so_b + h * D + d, (acc / total).to(out_ptr.dtype.element_ty))
         else:
             at = bh * n_splits + split
@@ -90,11 +99,16 @@ def _build():
             tl.store(acc_ptr + at.to(tl.int64) * D + d, acc)
 
     @triton.jit
-    def combine_kernel(out_ptr, m_ptr, l_ptr, acc_ptr, n_splits, so_b, H: tl.constexpr, D: tl.constexpr):
+    def combine_kernel(out_ptr, m_ptr, l_ptr, acc_ptr, live_ptr, n_splits, so_b, H: tl.constexpr, D: tl.constexpr,
+                       HAS_LIVE: tl.constexpr):  # fmt: skip
         bh = tl.program_id(0)
         b = (bh // H).to(tl.int64)
         h = bh % H
         d = tl.arange(0, D)
+        if HAS_LIVE:
+            if tl.load(live_ptr + b) == 0:
+                tl.store(out_ptr + b * so_b + h * D + d, tl.zeros((D,), tl.float32).to(out_ptr.dtype.element_ty))
+                return
         base = bh * n_splits
         top = tl.full((), float("-inf"), tl.float32)
         for s in range(n_splits):
@@ -110,8 +124,9 @@ def _build():
     return partial_kernel, combine_kernel
 
 
-def decode_attention(q, k, v, n_head: int):
-    """softmax(q·kᵀ/sqrt(D))·v per head for one query row per batch entry (see the module docstring)."""
+def decode_attention(q, k, v, n_head: int, live=None):
+    """softmax(q·kᵀ/sqrt(D))·v per head for one query row per batch entry (see the module docstring);
+    rows where `live` is 0 are skipped and get zeros."""
     import torch
 
     global _kernels
@@ -127,6 +142,9 @@ def decode_attention(q, k, v, n_head: int):
         raise ValueError(f"decode_attention: head size {head} must be a power of two, at least 16")
     if q.stride(2) != 1 or k.stride(2) != 1 or v.stride(2) != 1:
         raise ValueError("decode_attention: the last dimension of q, k and v must be contiguous")
+    if live is not None and (live.shape != (batch,) or live.device != q.device):
+        raise ValueError(f"decode_attention: live must be one entry per row on {q.device}, got {tuple(live.shape)} "
+                         f"on {live.device}")
     n_keys = k.shape[1]
     if n_keys == 0:
         raise ValueError("decode_attention: no keys")
@@ -137,18 +155,20 @@ def decode_attention(q, k, v, n_head: int):
     out = torch.empty((batch, 1, width), dtype=q.dtype, device=q.device)
     scale = head**-0.5 * _LOG2E
     programs = batch * n_head
+    has_live, live = live is not None, out if live is None else live
     if splits == 1:
-        partial_kernel[(programs, 1)](q, k, v, out, out, out, out, n_keys, 1, q.stride(0), k.stride(0), k.stride(1),
+        partial_kernel[(programs, 1)](q, k, v, out, out, out, out, live, n_keys, 1, q.stride(0), k.stride(0), k.stride(1),
                                       v.stride(0), v.stride(1), out.stride(0), scale, H=n_head, D=head,
                                       SPLIT=SPLIT_KEYS, BLOCK=BLOCK_KEYS, STAGES=NUM_STAGES, ONE_SPLIT=True,
-                                      num_warps=NUM_WARPS)  # fmt: skip
+                                      HAS_LIVE=has_live, num_warps=NUM_WARPS)  # fmt: skip
         return out
     m = torch.empty((programs, splits), dtype=torch.float32, device=q.device)
     total = torch.empty_like(m)
     acc = torch.empty((programs, splits, head), dtype=torch.float32, device=q.device)
-    partial_kernel[(programs, splits)](q, k, v, out, m, total, acc, n_keys, splits, q.stride(0), k.stride(0), k.stride(1),
-                                       v.stride(0), v.stride(1), out.stride(0), scale, H=n_head, D=head,
+    partial_kernel[(programs, splits)](q, k, v, out, m, total, acc, live, n_keys, splits, q.stride(0), k.stride(0),
+                                       k.stride(1), v.stride(0), v.stride(1), out.stride(0), scale, H=n_head, D=head,
                                        SPLIT=SPLIT_KEYS, BLOCK=BLOCK_KEYS, STAGES=NUM_STAGES, ONE_SPLIT=False,
-                                       num_warps=NUM_WARPS)  # fmt: skip
-    combine_kernel[(programs,)](out, m, total, acc, splits, out.stride(0), H=n_head, D=head, num_warps=1)
+                                       HAS_LIVE=has_live, num_warps=NUM_WARPS)  # fmt: skip
+    combine_kernel[(programs,)](out, m, total, acc, live, splits, out.stride(0), H=n_head, D=head, HAS_LIVE=has_live,
+                                num_warps=1)  # fmt: skip
     return out

@@ -331,7 +331,7 @@ class WhisperTranscriber:
         size = self.padded_size(n)
         if size > n:  # dummy rows after the encoder: no encoder time is spent on them
             features = torch.cat([features, features[-1:].expand(size - n, *features.shape[1:])])
-        tokens, langs = self.decode_tokens(features, language)
+        tokens, langs = self.decode_tokens(features, language, rows=n)
         tokenizer = self._tokenizer()
         return [(tokenizer.decode(t).strip(), lang) for t, lang in zip(tokens[:n], langs[:n])]
 
@@ -341,9 +341,11 @@ class WhisperTranscriber:
         m = self.model
         return get_tokenizer(m.is_multilingual, num_languages=m.num_languages, task="transcribe")
 
-    def decode_tokens(self, mel, language: str | None, decoder: str | None = None) -> tuple[list[list[int]], list[str]]:
+    def decode_tokens(self, mel, language: str | None, decoder: str | None = None,
+                      rows: int | None = None) -> tuple[list[list[int]], list[str]]:
         """Encode and greedily decode a mel batch (or encoder output, as `whisper.decode` accepts) with
-        one language (None = detect per window): each window's tokens and the language decoded in."""
+        one language (None = detect per window): each window's tokens and the language decoded in.
+        `rows`: only the first rows are wanted (padding follows): the fast decoder stops the others."""
         import whisper
 
         from pipeline.scoring.whisper_fast import deterministic_attention
@@ -356,9 +358,9 @@ class WhisperTranscriber:
             if decoder == "reference":
                 results = whisper.decode(self.model, features, options)
                 return [r.tokens for r in results], [r.language for r in results]
-            return self._fast(features, options)
+            return self._fast(features, options, rows)
 
-    def _fast(self, features, options) -> tuple[list[list[int]], list[str]]:
+    def _fast(self, features, options, rows: int | None = None) -> tuple[list[list[int]], list[str]]:
         import torch
 
         from pipeline.scoring.whisper_fast import greedy_decode, greedy_plan
@@ -372,4 +374,4 @@ class WhisperTranscriber:
                 lang_tokens, probs = self.model.detect_language(features, tokenizer)
             initial[:, plan.sot_index + 1] = lang_tokens.cpu()
             langs = [max(p, key=p.get) for p in probs]
-        return greedy_decode(self.model, features, plan, initial, cuda_graphs=self.options.cuda_graphs), langs
+        return greedy_decode(self.model, features, plan, initial, cuda_graphs=self.options.cuda_graphs, rows=rows), langs

@@ -187,6 +187,10 @@ class _Runner:
         # whisper's own attention (SDPA off, `deterministic_attention("matmul")`): the cross-attention
         # keys are kept pre-scaled and both caches laid out as the batched products read them.
         self.matmul = not _whisper_sdpa()
+        # The split-KV kernel (`decoder_attention: splitkv`) is called directly, with the rows still
+        # decoding: a finished window's (or a padding row's) attention then reads no cache.
+        self.splitkv = _split_kv_on()
+        self.live = torch.ones(batch, dtype=torch.int32, device=device)
         self.graphs: list | None = None
         if graphs:
             self._capture()
@@ -198,6 +202,8 @@ class _Runner:
 
         w, n_layer = self.w, len(self.w.layers)
         if l == 0:
+            if self.splitkv:
+                self.live.copy_(self.tok[:, 0] != self.eot)
             x = (F.embedding(self.tok, w.embedding) + w.positional.index_select(0, self.pos)).to(w.dtype)
         else:
             p, x = w.layers[l - 1], self.xs[l - 1]
@@ -205,6 +211,8 @@ class _Runner:
             q = _linear(_layer_norm(x, p["x_ln"]), p["xq"])
             if self.matmul:
                 a = self._cross_matmul(l - 1, q)
+            elif self.splitkv:
+                a = self._decode_attention(q, self.ck[l - 1], self.cv[l - 1])
             else:
                 a = p["cross"].qkv_attention(q, self.ck[l - 1], self.cv[l - 1])[0]
             x = x + _linear(a, p["xo"])
@@ -263,9 +271,18 @@ class _Runner:
         self.pos.add_(1)
 
     def _self_attention(self, l: int, t: int) -> None:
+        if self.splitkv:
+            self.attn.copy_(self._decode_attention(self.qs[l], self.kc[l][:, :t], self.vc[l][:, :t]))
+            return
         p = self.w.layers[l]
         a = p["attn"].qkv_attention(self.qs[l], self.kc[l][:, :t], self.vc[l][:, :t], self.w.mask)[0]
         self.attn.copy_(a)
+
+    def _decode_attention(self, q, k, v):
+        """The split-KV kernel as whisper's patched attention calls it, skipping finished rows."""
+        from pipeline.scoring.decode_attention import decode_attention
+
+        return decode_attention(q, k, v, self.w.dims.n_text_head, live=self.live)
 
     def _capture(self) -> None:
         import torch
@@ -452,12 +469,14 @@ def _split_kv_attention():
 
 
 def greedy_decode(model, audio_features, plan: GreedyPlan, initial_tokens=None, *,
-                  cuda_graphs: bool = True, check_every: int = 8) -> list[list[int]]:
+                  cuda_graphs: bool = True, check_every: int = 8, rows: int | None = None) -> list[list[int]]:
     """Greedy tokens for each row of `audio_features` (encoder output), without the sot sequence
     and cut at end-of-text, exactly as `whisper.decode` returns them for the same options.
 
     `initial_tokens` (rows of the plan's sot sequence, e.g. with per-row detected languages)
     defaults to the plan's. `check_every` steps the host asks whether every row has finished.
+    `rows`: only the first rows are wanted (the rest pad the batch to a captured size); the others
+    are finished at once and come back empty.
     """
     import torch
 
@@ -474,6 +493,9 @@ def greedy_decode(model, audio_features, plan: GreedyPlan, initial_tokens=None, 
     with torch.no_grad():
         r = w.runner(plan, batch, n_audio, device, graphs)
         r.prefill(initial_tokens, audio_features)
+        if rows is not None and rows < batch:
+            r.tok[rows:] = plan.eot
+            r.out[rows:] = plan.eot
         for i in range(1, plan.steps):
             if i % check_every == 0 and bool((r.tok == plan.eot).all()):
                 break
