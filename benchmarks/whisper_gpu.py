@@ -198,6 +198,8 @@ def main() -> None:
         "splitkv": dict(decoder_attention="splitkv"),
         "splitkv_compiled_encoder": dict(decoder_attention="splitkv", compile_encoder=True),
         "splitkv_compiled_encoder_pad1": dict(decoder_attention="splitkv", compile_encoder=True, pad_multiple=1),
+        "splitkv_compiled_encoder_ew64": dict(decoder_attention="splitkv", compile_encoder=True, encode_windows=64),
+        "splitkv_compiled_encoder_ew128": dict(decoder_attention="splitkv", compile_encoder=True, encode_windows=128),
     }
     rows, texts, result = {}, {}, {}
 

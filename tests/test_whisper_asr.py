@@ -164,6 +164,23 @@ def test_matmul_attention_fast_equals_reference(checkpoint, songs):
     assert t.decode_tokens(features, None, decoder="fast") == t.decode_tokens(features, None, decoder="reference")
 
 
+def test_splitkv_where_its_kernel_cannot_run_falls_back_in_both_decoders(checkpoint, songs, monkeypatch):
+    """`decoder_attention: splitkv` on a machine without CUDA (and without Triton's interpreter): both
+    decoders use whisper's own attention, and the padding rows still stop at once."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    from pipeline.scoring import decode_attention
+
+    if decode_attention.available(torch.device("cpu")):
+        pytest.skip("the split-KV kernel runs on this CPU")
+    t = _transcriber(checkpoint, decoder_attention="splitkv")
+    mel = t.log_mel([w.audio for n in ["a", "c"] for w in t._windows(0, _item(n, songs[n]))[0]])
+    features = t.encode(mel)
+    fast, _ = t.decode_tokens(features, "en", decoder="fast", rows=len(features) - 1)
+    ref, _ = t.decode_tokens(features, "en", decoder="reference")
+    assert fast[:-1] == ref[:-1] and fast[-1] == [] and all(fast[:-1])
+    assert not any(r.splitkv for r in _WEIGHTS[t.model].runners.values())
+
+
 def test_batching_across_songs_changes_no_text(checkpoint, songs):
     items = [_item(n, songs[n]) for n in ["a", "b", "gap"]]
     together = _transcriber(checkpoint, batch_windows=64).transcribe(items)

@@ -188,8 +188,11 @@ class _Runner:
         # keys are kept pre-scaled and both caches laid out as the batched products read them.
         self.matmul = not _whisper_sdpa()
         # The split-KV kernel (`decoder_attention: splitkv`) is called directly, with the rows still
-        # decoding: a finished window's (or a padding row's) attention then reads no cache.
-        self.splitkv = _split_kv_on()
+        # decoding: a finished window's (or a padding row's) attention then reads no cache. Where the
+        # kernel cannot run (no CUDA), whisper's own attention serves, as in the reference.
+        from pipeline.scoring import decode_attention
+
+        self.splitkv = _split_kv_on() and decode_attention.available(device)
         self.live = torch.ones(batch, dtype=torch.int32, device=device)
         self.graphs: list | None = None
         if graphs:
