@@ -464,7 +464,7 @@ def end_of_text_rows(args, model, batch, scorer, run_fast, run_reference, texts,
     run_reference("eot_b_reference_splitkv_compiled_encoder", allowed, **kw)
     # The same fast scorer with every row's attention computed to the end (no finished-row skip).
     skip = whisper_fast._Runner._decode_attention
-    whisper_fast._Runner._decode_attention = lambda self, q, k, v: whisper_fast_kernel(q, k, v, self.w.dims.n_text_head)
+    whisper_fast._Runner._decode_attention = lambda self, q, k, v: attention_of_every_row(q, k, v, self.w.dims.n_text_head)
     try:
         run_fast("eot_c_fast_splitkv_compiled_encoder_no_skip", allowed, **kw)
     finally:
@@ -478,7 +478,8 @@ def end_of_text_rows(args, model, batch, scorer, run_fast, run_reference, texts,
     return out
 
 
-def whisper_fast_kernel(q, k, v, heads):
+def attention_of_every_row(q, k, v, heads):
+    """The split-KV kernel without `live`: finished rows read their caches too."""
     from pipeline.scoring.decode_attention import decode_attention
 
     return decode_attention(q, k, v, heads)
