@@ -14,10 +14,13 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
+def _start(fields: list[str] | None) -> str | None:
+    return fields[19] if fields and len(fields) > 19 else None
+
+
 def process_start(pid: int) -> str | None:
     """The process's start time in clock ticks since boot (Linux), so a reused pid is not taken for it."""
-    fields = _stat(pid)
-    return fields[19] if fields and len(fields) > 19 else None
+    return _start(_stat(pid))
 
 
 def process_alive(pid: int, started: str | None = None) -> bool:
@@ -32,4 +35,4 @@ def process_alive(pid: int, started: str | None = None) -> bool:
     fields = _stat(pid)
     if fields and fields[0] in ("Z", "X"):
         return False
-    return started is None or (fields[19] if fields and len(fields) > 19 else None) in (None, started)
+    return started is None or _start(fields) in (None, started)

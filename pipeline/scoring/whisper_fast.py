@@ -193,7 +193,7 @@ class _Runner:
         from pipeline.scoring import decode_attention
 
         self.splitkv = _split_kv_on() and decode_attention.available(device)
-        self.live = torch.ones(batch, dtype=torch.int32, device=device)
+        self.live = torch.ones(batch, dtype=torch.int32, device=device) if self.splitkv else None
         self.graphs: list | None = None
         if graphs:
             self._capture()
