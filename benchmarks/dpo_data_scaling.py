@@ -98,6 +98,8 @@ def train_model(config, options: DpoOptions, rows: list[dict], eval_rows: list[d
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
     trained, metrics = train_dpo(model, tokenizer, train, options, out / "run", seed, eval_dataset=test)
+    if options.lora is not None:  # sampled as a whole model, like the round's merged points
+        trained = trained.merge_and_unload()
     trained.save_pretrained(out / "model")
     tokenizer.save_pretrained(out / "model")
     shutil.rmtree(out / "run", ignore_errors=True)

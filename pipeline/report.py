@@ -19,6 +19,7 @@ def round_report(manifest: dict) -> str:
              "| stage | status | rows | seconds |", "|---|---|---|---|"]  # fmt: skip
     for name, record in in_stage_order(manifest["stages"]).items():  # manifest.json's keys are sorted by name
         lines.append(f"| {name} | {record.get('status')} | {record.get('rows', '')} | {record.get('seconds', '')} |")
+    lines += dpo_section(manifest["stages"])
     sweep = manifest["stages"].get("sweep", {})
     if sweep.get("status") == "done" and "ablation" in sweep.get("metrics", {}):
         lines += ["", "## Ablation (held-out prompts)", "", sweep["metrics"]["ablation"], "",
@@ -27,6 +28,30 @@ def round_report(manifest: dict) -> str:
     if ablation.get("status") == "done" and "report" in ablation.get("metrics", {}):
         lines += ["", "# Ablation on fresh held-out songs (ablation/oracle.md)", "", ablation["metrics"]["report"]]
     return "\n".join(lines) + "\n"
+
+
+def dpo_section(stages: dict) -> list[str]:
+    """One row per trained DPO strategy: its pairs, and how it treats the held-out pairs' songs."""
+    trained = {name.split("/", 1)[1]: record["metrics"] for name, record in stages.items()
+               if name.startswith("dpo/") and record.get("metrics", {}).get("status") == "trained"}  # fmt: skip
+    if not trained:
+        return []
+
+    def number(value, form: str) -> str:
+        return "—" if value is None else format(value, form)
+
+    lines = ["", "## DPO (held-out pairs)", "",
+             "| strategy | pairs (train / held-out) | held-out pair accuracy | Δ log p, held-out chosen | "
+             "Δ log p, held-out rejected | KL (nats) |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, m in trained.items():
+        pairs = m.get("pairs") or {}
+        lines.append(f"| {name} | {pairs.get('train', '—')} / {pairs.get('test', '—')} | "
+                     f"{number(m.get('eval_rewards/accuracies'), '.2f')} | {number(m.get('held_out_chosen_logp_change'), '+.1f')} | "
+                     f"{number(m.get('held_out_rejected_logp_change'), '+.1f')} | {number(m.get('kl'), '.1f')} |")  # fmt: skip
+    return lines + ["", "Δ log p: the trained policy's log-likelihood of a song minus the reference's, over the streams DPO "
+                    "compares. A falling held-out chosen likelihood means the policy moves away from songs the "
+                    "preference prefers; across lyrics DPO variants it went with worse singing where the pair "
+                    "accuracy showed nothing (README, alignment science)."]  # fmt: skip
 
 
 def write_round_report(store: RoundStore) -> None:

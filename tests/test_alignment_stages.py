@@ -38,8 +38,18 @@ def test_each_strategy_trains_a_model_with_metrics(trained):
         assert metrics["pairs"]["train"] > 0 and metrics["kl"]["samples"] == 1
         assert (root / "dpo" / strategy / "model" / "model.safetensors").is_file()
         assert (root / "dpo" / strategy / "model" / "tokenizer_config.json").is_file()
+        assert record["metrics"]["pairs"] == metrics["pairs"]
         if "test" in metrics["pairs"]:
             assert 0 <= metrics["eval"]["eval_rewards/accuracies"] <= 1
+            # TRL's eval rewards are beta (0.1 by default) times the log-likelihood change from the reference
+            for side in ("chosen", "rejected"):
+                change = record["metrics"][f"held_out_{side}_logp_change"]
+                assert change == pytest.approx(metrics["eval"][f"eval_rewards/{side}"] / 0.1) and change != 0
+    report = (root / "report.md").read_text()
+    assert "## DPO (held-out pairs)" in report
+    for strategy, record in records.items():
+        pairs = record["metrics"]["pairs"]
+        assert f"| {strategy} | {pairs['train']} / {pairs.get('test', '—')} | " in report
     again = run_stage_locally("dpo/lyrics", CONFIG, trained[1])
     assert again["metrics"]["shards_built"] == 0 and again["metrics"]["status"] == "trained"
 

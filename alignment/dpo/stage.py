@@ -37,6 +37,15 @@ LOG_FIELDS = {"loss": "loss", "reward_accuracy": "rewards/accuracies", "reward_m
               "logps_chosen": "logps/chosen", "logps_rejected": "logps/rejected"}  # fmt: skip
 
 
+def held_out_logp_changes(eval_rewards: dict, beta: float) -> dict:
+    """log p(song) under the trained policy minus under the reference, averaged over the held-out pairs'
+    chosen and rejected songs (TRL's eval rewards are beta times these). Across lyrics DPO variants a
+    falling held-out chosen likelihood went with worse singing, while the held-out pair accuracy did
+    not tell them apart (README, alignment science)."""
+    return {f"held_out_{side}_logp_change": eval_rewards[f"eval_rewards/{side}"] / beta
+            for side in ("chosen", "rejected") if eval_rewards.get(f"eval_rewards/{side}") is not None}  # fmt: skip
+
+
 class DpoStage(Stage):
     """The part `dpo/<strategy>`: one DPO run on that strategy's pairs."""
 
@@ -94,6 +103,8 @@ class DpoStage(Stage):
         rows = [{"step": r["step"], "epoch": r.get("epoch"), **{k: r.get(v) for k, v in LOG_FIELDS.items()}}
                 for r in metrics["log"] if "loss" in r]  # fmt: skip
         summary = {k: v for k, v in metrics.get("eval", {}).items() if k.startswith("eval_rewards/")}
+        summary |= held_out_logp_changes(summary, spec.params["run"]["beta"])
+        summary["pairs"] = metrics["pairs"]
         return pa.Table.from_pylist(rows, schema=LOG_SCHEMA), {"status": "trained", **summary, **metrics["kl"]}
 
     def run_dir(self, spec: ShardSpec) -> Path:
