@@ -1,5 +1,5 @@
-"""The round's report.md: every stage's status, rows and build time, the sweep's ablation, then the
-ablation stage's tables.
+"""The round's report.md: every stage's status, rows and build time, each trained DPO strategy's
+held-out readings, the sweep's ablation, then the ablation stage's tables.
 
 Rewritten whenever a stage finishes (runner.finish_stage), from the manifest alone, so it never
 shows a stage as running once the stage is done.
