@@ -50,8 +50,9 @@ def dpo_section(stages: dict) -> list[str]:
                      f"{number(m.get('held_out_rejected_logp_change'), '+.1f')} | {number(m.get('kl'), '.1f')} |")  # fmt: skip
     return lines + ["", "Δ log p: the trained policy's log-likelihood of a song minus the reference's, over the streams DPO "
                     "compares. A falling held-out chosen likelihood means the policy moves away from songs the "
-                    "preference prefers; across lyrics DPO variants it went with worse singing where the pair "
-                    "accuracy showed nothing (README, alignment science)."]  # fmt: skip
+                    "preference prefers: on one lyrics dataset it flagged the variants that sang worse, which the pair "
+                    "accuracy did not; with more prompts a fall also went with better singing (README, alignment "
+                    "science)."]  # fmt: skip
 
 
 def write_round_report(store: RoundStore) -> None:

@@ -39,9 +39,9 @@ LOG_FIELDS = {"loss": "loss", "reward_accuracy": "rewards/accuracies", "reward_m
 
 def held_out_logp_changes(eval_rewards: dict, beta: float) -> dict:
     """log p(song) under the trained policy minus under the reference, averaged over the held-out pairs'
-    chosen and rejected songs (TRL's eval rewards are beta times these). Across lyrics DPO variants a
-    falling held-out chosen likelihood went with worse singing, while the held-out pair accuracy did
-    not tell them apart (README, alignment science)."""
+    chosen and rejected songs (TRL's eval rewards are beta times these). On one lyrics dataset a
+    falling held-out chosen likelihood flagged the DPO variants that sang worse, which the held-out
+    pair accuracy did not (README, alignment science)."""
     return {f"held_out_{side}_logp_change": eval_rewards[f"eval_rewards/{side}"] / beta
             for side in ("chosen", "rejected") if eval_rewards.get(f"eval_rewards/{side}") is not None}  # fmt: skip
 
