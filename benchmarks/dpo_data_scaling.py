@@ -40,6 +40,7 @@ from pipeline.config import load_config
 from pipeline.models.tiny.oracle import oracle_metrics
 from pipeline.models.tiny.preference_text import TokenLayout, completion_text, prompt_text
 from pipeline.preferences import preferences
+from results_file import load_span, write_results  # benchmarks/, on the path as the script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "dpo_data_scaling.json"
@@ -174,11 +175,8 @@ def main() -> None:
     report = {"settings": {k: str(v) for k, v in vars(args).items()}, "songs": len(songs), "pairs": len(rows),
               "base_training_wer": float(songs.symbolic_wer.mean()), "runs": runs, "table": table.to_dict(orient="records"),
               "markdown": markdown, "wall_seconds": round(wall, 1),
-              "load": [[round(x, 2) for x in load], [round(x, 2) for x in os.getloadavg()]]}  # fmt: skip
-    args.out.parent.mkdir(exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
-    tmp.replace(args.out)
+              "load": load_span(load)}  # fmt: skip
+    write_results(args.out, report)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from pipeline.config import load_config  # noqa: E402
 from pipeline.models.registry import load_song_model  # noqa: E402
 from pipeline.models.tiny.model import STREAMS  # noqa: E402
 from pipeline.models.tiny.preference_text import TokenLayout, completion_text  # noqa: E402
+from results_file import load_span, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "dpo_displacement.json"
@@ -39,9 +40,8 @@ ZOOM_FROM = -15  # the right panel's left edge, nats
 DATA_KEYS = ("train_prompts", "candidates", "gap", "per_prompt")  # with the config's text: what decides a run's pairs
 
 
-def held_out_pairs(settings: dict, scratch: Path) -> tuple[list[dict], list[tuple[int, dict, dict]]]:
+def held_out_pairs(config, settings: dict, scratch: Path) -> tuple[list[dict], list[tuple[int, dict, dict]]]:
     """The run's conditions and its pairs as token dicts (prompt index, chosen, rejected), in its order."""
-    config = load_config(Path(settings["config"]))
     layout = TokenLayout.from_config(load_policy("tiny", config.model.options, None)[0].config)
     conditions, songs = training_songs(config, int(settings["train_prompts"]), int(settings["candidates"]), scratch)
     tokens = {completion_text(row.tokens): row.tokens for row in songs.itertuples()}  # a pair row holds texts
@@ -123,7 +123,7 @@ def main() -> None:
                      f"{', '.join(DATA_KEYS)}); compare runs of one dataset")  # fmt: skip
     settings = runs[0]["settings"]
     config = load_config(Path(settings["config"]))
-    conditions, pairs = held_out_pairs(settings, args.scratch / "train")
+    conditions, pairs = held_out_pairs(config, settings, args.scratch / "train")
     base = likelihoods(policy_folder("tiny", config.model.options, None), config, conditions, pairs)
     rows = []
     for path, run in zip(args.results, runs):
@@ -149,13 +149,10 @@ def main() -> None:
         summary[f"spearman_{label}_vs_wer"] = [round(float(rho.statistic), 3), float(rho.pvalue)]
     plot(rows, args.plot)
     report = {"settings": settings, "summary": summary, "rows": rows, "wall_seconds": round(time.perf_counter() - started, 1),
-              "load": [[round(x, 2) for x in load], [round(x, 2) for x in os.getloadavg()]]}  # fmt: skip
+              "load": load_span(load)}  # fmt: skip
     print(json.dumps(summary))
     print(markdown(rows))
-    args.out.parent.mkdir(exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
-    tmp.replace(args.out)
+    write_results(args.out, report)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from alignment.sweep.oracle import held_out_conditions
 from pipeline.config import load_config
 from pipeline.models.tiny.codec import N_PITCH, VOCAL_NOTE_BASE, lyric_words
 from pipeline.models.tiny.oracle import oracle_metrics
+from results_file import load_span, write_results  # benchmarks/, on the path as the script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("next", "repeat", "skip", "back", "past_end")
@@ -103,11 +104,8 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     report = {"settings": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
               "wall_seconds": round(time.perf_counter() - started, 1),
-              "load": [[round(x, 2) for x in load], [round(x, 2) for x in os.getloadavg()]]}  # fmt: skip
-    args.out.parent.mkdir(exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
-    tmp.replace(args.out)
+              "load": load_span(load)}  # fmt: skip
+    write_results(args.out, report)
 
 
 if __name__ == "__main__":
