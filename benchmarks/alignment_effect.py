@@ -6,8 +6,9 @@ variant `as-is` keeps the round's config) the round is copied (its audio linked,
 the pairs, dpo and merge stages run under the changed config, and `oracle_ablation` samples
 base, every DPO model and DNI on `--prompts` fresh prompts x `--seeds` seeds. Prints, per
 variant and model, the paired difference from base on every oracle metric and DPO's own held-out
-pair accuracy (how variants are chosen: by that accuracy, not by the test metric), with the load
-average and wall times; writes benchmarks/results/alignment_effect.json.
+pair accuracy, with the load average and wall times; writes benchmarks/results/alignment_effect.json.
+`--split validation` asks fresh prompts disjoint from the ablation's test prompts: choose options
+there, then report the chosen ones on the test prompts (the round's ablation stage).
 
     .venv/bin/python benchmarks/alignment_effect.py ROUND --variant as-is \\
         --variant 'gap20:pairs.lyrics.per_gap=20;pairs.selection.max_pairs_per_prompt=10' [--prompts 64 --seeds 4]
@@ -22,7 +23,8 @@ import shutil
 import time
 from pathlib import Path
 
-from alignment.sweep.oracle import oracle_ablation
+from alignment.sweep.oracle import (ablation_frame, ablation_markdown, held_out_conditions, oracle_ablation, round_models,
+                                    sample_oracle)
 from flows.stages import run_stage_locally, stage_parts
 from pipeline.config import config_with_overrides
 from pipeline.manifest import read_manifest
@@ -51,8 +53,16 @@ def copy_round(source: Path, target: Path) -> None:
     (target / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
 
+def validation_ablation(config, store, prompts: int, seeds: int) -> tuple:
+    """The oracle ablation's table on validation prompts (disjoint from its test prompts)."""
+    conditions = held_out_conditions(config, prompts, Path(store.path("validation-prompts")), split="validation")
+    songs = {name: sample_oracle(config, folder, conditions, seeds) for name, folder in round_models(config, store).items()}
+    table = ablation_frame(songs)
+    return table, ablation_markdown(table, {p.name: p.oracles for p in preferences().values()})
+
+
 def run_variant(source: Path, target: Path, overrides: list[str], prompts: int, seeds: int,
-                strategies: list[str] | None = None) -> dict:  # fmt: skip
+                strategies: list[str] | None = None, split: str = "test") -> dict:  # fmt: skip
     copy_round(source, target)
     store = RoundStore(str(target))
     config = config_with_overrides(read_manifest(store)["config"], overrides, f"{source}/manifest.json")
@@ -65,12 +75,13 @@ def run_variant(source: Path, target: Path, overrides: list[str], prompts: int, 
         if record["status"] != "done":
             raise RuntimeError(f"{target.name}: {part} failed: {record.get('errors')}")
     started = time.perf_counter()
-    table, markdown = oracle_ablation(config, store, prompts, seeds)
+    ablation = oracle_ablation if split == "test" else validation_ablation
+    table, markdown = ablation(config, store, prompts, seeds)
     seconds["oracle_ablation"] = round(time.perf_counter() - started, 1)
     stages = read_manifest(store)["stages"]
     pairs = {s: {k: m.get(k) for k in ("pairs", "train", "test")} for s, m in stages["pairs"]["metrics"]["strategies"].items()}
     accuracy = {part.split("/")[1]: stages[part]["metrics"].get("eval_rewards/accuracies") for part in parts if part != "merge"}
-    return {"overrides": overrides, "pairs": pairs, "dpo_heldout_accuracy": accuracy, "seconds": seconds,
+    return {"overrides": overrides, "split": split, "pairs": pairs, "dpo_heldout_accuracy": accuracy, "seconds": seconds,
             "table": table.to_dict(orient="records"), "markdown": markdown}  # fmt: skip
 
 
@@ -82,23 +93,26 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--strategy", action="append", help="train only these strategies (no merge); default: all, then merge")
+    parser.add_argument("--split", choices=["test", "validation"], default="test",
+                        help="the prompts asked: the ablation's test prompts, or validation prompts disjoint from them")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file the variants are added to")
     args = parser.parse_args()
     for spec in args.variant:
         name, _, sets = spec.partition(":")
         overrides = [s for s in sets.split(";") if s]
         load = os.getloadavg()
         started = time.perf_counter()
-        result = run_variant(args.round, args.out / name, overrides, args.prompts, args.seeds, args.strategy)
+        result = run_variant(args.round, args.out / name, overrides, args.prompts, args.seeds, args.strategy, args.split)
         result |= {"wall_seconds": round(time.perf_counter() - started, 1), "load_before": [round(x, 2) for x in load],
                    "load_after": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
-        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}  # read late: runs may overlap
+        results = json.loads(args.results.read_text()) if args.results.exists() else {}  # read late: runs may overlap
         results[name] = result
         print(f"\n## {name} ({'; '.join(overrides) or 'the round config'})\n")
         print(result["markdown"])
         print(f"\npairs: {result['pairs']}\nDPO held-out pair accuracy: {result['dpo_heldout_accuracy']}")
         print(f"wall {result['wall_seconds']} s, stages {result['seconds']}, load {load} -> {result['load_after']}")
-        RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+        args.results.parent.mkdir(exist_ok=True)
+        args.results.write_text(json.dumps(results, indent=1) + "\n")
     own = {p.name: p.oracles for p in preferences().values()}
     print(f"\n(each preference's own targets: {own})")
 

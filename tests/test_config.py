@@ -130,3 +130,14 @@ def test_the_whole_schema_documents_registered_sections():
     assert defs["DpoOptions"]["properties"]["beta"]["default"] == 0.1 and defs["DpoOptions"]["properties"]["beta"]["description"]
     assert {"lyrics", "prompt", "musicality", "selection"} <= set(defs["PairOptions"]["properties"])
     assert {"transcriber", "similarity"} <= set(defs["ScoringConfig"]["properties"])
+
+
+def test_the_200_prompt_config_is_tiny_with_its_stated_changes():
+    """configs/tiny-200.yaml is the README's 200-prompt round: tiny.yaml plus these keys, nothing else."""
+    large = load_config(REPO / "configs/tiny-200.yaml")
+    tiny = load_config(REPO / "configs/tiny.yaml", [
+        "lyrics.count=200", "pairs.selection.max_pairs_per_prompt=10", "pairs.selection.max_uses_per_candidate=4",
+        "dpo.per_strategy.lyrics.learning_rate=2e-4", "dpo.per_strategy.lyrics.max_steps=180",
+        "dpo.per_strategy.prompt.learning_rate=5e-5"])
+    assert large.resolved() == tiny.resolved()
+    assert large.digest() == tiny.digest() != load_config(REPO / "configs/tiny.yaml").digest()

@@ -4,10 +4,11 @@ import random
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from alignment.sweep.controllability import edge_markdown, edge_table, edges
 from alignment.sweep.grid import point_name
-from alignment.sweep.oracle import paired_difference
+from alignment.sweep.oracle import held_out_conditions, paired_difference
 from pipeline.config import RoundConfig
 from pipeline.models.tiny.codec import SymbolicCodec, lyric_words
 from pipeline.models.tiny.composer import compose
@@ -25,6 +26,19 @@ def test_a_composed_song_is_perfect_by_every_oracle():
     assert metrics["symbolic_wer"] == 0.0 and metrics["mode_hit"] == 1.0 and 0.5 < metrics["utility"] <= 1.0
     missed = dict(tokens, vocals=[0] * len(tokens["vocals"]))  # nothing sung
     assert oracle_metrics(missed, CONDITION)["symbolic_wer"] == 100.0
+
+
+def test_validation_prompts_are_fresh_and_apart_from_the_test_prompts(tmp_path):
+    """Options are chosen on validation prompts; the ablation reports on test prompts: never the same."""
+    config = RoundConfig.model_validate({"lyrics": {"count": 4}})
+    test = held_out_conditions(config, 6, tmp_path / "test")
+    validation = held_out_conditions(config, 6, tmp_path / "validation", split="validation")
+    again = held_out_conditions(config, 6, tmp_path / "again", split="validation")
+    assert len(test) == len(validation) == 6 and validation == again
+    assert not {c["lyric"] for c in test} & {c["lyric"] for c in validation}
+    assert all(c["condition_id"].startswith("validation-") for c in validation)
+    with pytest.raises(ValueError, match="split: 'train' is not one of"):
+        held_out_conditions(config, 2, tmp_path / "bad", split="train")
 
 
 def test_paired_difference_is_over_the_same_songs_and_prompts():

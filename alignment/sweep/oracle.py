@@ -19,11 +19,15 @@ import pandas as pd
 from pipeline.digest import derive_seed
 from pipeline.models.tiny.oracle import ORACLE_METRICS, oracle_metrics
 
-HELD_OUT_PURPOSE = "oracle-held-out"
+# Two disjoint sets of fresh prompts: "test" is what the ablation reports; "validation" is for
+# choosing options (learning rates, losses) without looking at the test prompts.
+SPLIT_PURPOSES = {"test": "oracle-held-out", "validation": "oracle-validation"}
+SPLIT_PREFIXES = {"test": "held-out", "validation": "validation"}
 
 
-def held_out_conditions(config, count: int, scratch: Path) -> list[dict]:
-    """`count` fresh conditions from the round's own lyrics and conditions stages, under a derived seed."""
+def held_out_conditions(config, count: int, scratch: Path, split: str = "test") -> list[dict]:
+    """`count` fresh conditions from the round's own lyrics and conditions stages, under a seed
+    derived for `split` ("test" or "validation")."""
     from pipeline.conditions import round_conditions
     from pipeline.manifest import open_round
     from pipeline.stages.conditions import ConditionsStage
@@ -32,7 +36,9 @@ def held_out_conditions(config, count: int, scratch: Path) -> list[dict]:
     from pipeline.store import RoundStore
 
     lyrics = config.lyrics.model_copy(update={"count": count, "shard_size": None})
-    fresh = config.model_copy(update={"seed": derive_seed(config.seed, HELD_OUT_PURPOSE) % 2**31, "lyrics": lyrics})
+    if split not in SPLIT_PURPOSES:
+        raise ValueError(f"split: {split!r} is not one of {sorted(SPLIT_PURPOSES)}")
+    fresh = config.model_copy(update={"seed": derive_seed(config.seed, SPLIT_PURPOSES[split]) % 2**31, "lyrics": lyrics})
     store = RoundStore(str(scratch))
     open_round(store, fresh)
     for stage in (LyricsStage(fresh, store), ConditionsStage(fresh, store)):
@@ -40,8 +46,9 @@ def held_out_conditions(config, count: int, scratch: Path) -> list[dict]:
         if record["status"] != "done":
             raise RuntimeError(f"held-out {stage.name}: {record.get('errors')}")
     # named apart from the round's own conditions, whose ids follow the same pattern
-    return [dict(c, condition_id=f"held-out-{c['condition_id']}") for c in sorted(round_conditions(store).values(),
-                                                                                  key=lambda c: c["condition_id"])]
+    prefix = SPLIT_PREFIXES[split]
+    return [dict(c, condition_id=f"{prefix}-{c['condition_id']}") for c in sorted(round_conditions(store).values(),
+                                                                                key=lambda c: c["condition_id"])]
 
 
 def sample_oracle(config, checkpoint: Path, conditions: list[dict], seeds: int) -> pd.DataFrame:
