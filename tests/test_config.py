@@ -137,7 +137,6 @@ def test_the_200_prompt_config_is_tiny_with_its_stated_changes():
     large = load_config(REPO / "configs/tiny-200.yaml")
     tiny = load_config(REPO / "configs/tiny.yaml", [
         "lyrics.count=200", "pairs.selection.max_pairs_per_prompt=10", "pairs.selection.max_uses_per_candidate=4",
-        "dpo.per_strategy.lyrics.learning_rate=2e-4", "dpo.per_strategy.lyrics.max_steps=180",
-        "dpo.per_strategy.prompt.learning_rate=5e-5"])
+        "dpo.per_strategy.lyrics.learning_rate=2e-4", "dpo.per_strategy.lyrics.max_steps=180"])
     assert large.resolved() == tiny.resolved()
     assert large.digest() == tiny.digest() != load_config(REPO / "configs/tiny.yaml").digest()
