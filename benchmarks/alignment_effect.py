@@ -23,8 +23,7 @@ import shutil
 import time
 from pathlib import Path
 
-from alignment.sweep.oracle import (ablation_frame, ablation_markdown, held_out_conditions, oracle_ablation, round_models,
-                                    sample_oracle)
+from alignment.sweep.oracle import oracle_ablation
 from flows.stages import run_stage_locally, stage_parts
 from pipeline.config import config_with_overrides
 from pipeline.manifest import read_manifest
@@ -53,14 +52,6 @@ def copy_round(source: Path, target: Path) -> None:
     (target / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
 
-def validation_ablation(config, store, prompts: int, seeds: int) -> tuple:
-    """The oracle ablation's table on validation prompts (disjoint from its test prompts)."""
-    conditions = held_out_conditions(config, prompts, Path(store.path("validation-prompts")), split="validation")
-    songs = {name: sample_oracle(config, folder, conditions, seeds) for name, folder in round_models(config, store).items()}
-    table = ablation_frame(songs)
-    return table, ablation_markdown(table, {p.name: p.oracles for p in preferences().values()})
-
-
 def run_variant(source: Path, target: Path, overrides: list[str], prompts: int, seeds: int,
                 strategies: list[str] | None = None, split: str = "test") -> dict:  # fmt: skip
     copy_round(source, target)
@@ -75,8 +66,7 @@ def run_variant(source: Path, target: Path, overrides: list[str], prompts: int, 
         if record["status"] != "done":
             raise RuntimeError(f"{target.name}: {part} failed: {record.get('errors')}")
     started = time.perf_counter()
-    ablation = oracle_ablation if split == "test" else validation_ablation
-    table, markdown = ablation(config, store, prompts, seeds)
+    table, markdown = oracle_ablation(config, store, prompts, seeds, split=split)
     seconds["oracle_ablation"] = round(time.perf_counter() - started, 1)
     stages = read_manifest(store)["stages"]
     pairs = {s: {k: m.get(k) for k in ("pairs", "train", "test")} for s, m in stages["pairs"]["metrics"]["strategies"].items()}

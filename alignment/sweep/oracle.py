@@ -154,8 +154,8 @@ def same_model(checkpoint: Path, models: dict[str, Path], done: dict) -> str | N
 
 
 def oracle_ablation(config, store, prompts: int, seeds: int, progress=None, edge_step: float | None = None,
-                    audio_songs: int = 0) -> tuple[pd.DataFrame, str]:  # fmt: skip
-    """Sample every model of the round on `prompts` fresh conditions x `seeds` seeds; writes
+                    audio_songs: int = 0, split: str = "test") -> tuple[pd.DataFrame, str]:  # fmt: skip
+    """Sample every model of the round on `prompts` fresh conditions (of `split`) x `seeds` seeds; writes
     ablation/oracle.parquet (one row per song and model) and ablation/oracle.md; returns the
     per-model table and the markdown. With `audio_songs`, the first that many of those songs are
     also rendered and scored by the round's own scorers (alignment.sweep.evaluate): the audio
@@ -165,7 +165,7 @@ def oracle_ablation(config, store, prompts: int, seeds: int, progress=None, edge
 
     from pipeline.preferences import preferences
 
-    conditions = held_out_conditions(config, prompts, Path(store.path("ablation", "held-out")))
+    conditions = held_out_conditions(config, prompts, Path(store.path("ablation", SPLIT_PREFIXES[split])), split)
     models = round_models(config, store)
     songs = {}
     for name, checkpoint in models.items():
@@ -178,7 +178,7 @@ def oracle_ablation(config, store, prompts: int, seeds: int, progress=None, edge
     markdown = ablation_markdown(table, own)
     every = pd.concat([frame.assign(model=name) for name, frame in songs.items()], ignore_index=True)
     store.write_table("ablation/oracle.parquet", pa.Table.from_pandas(every, preserve_index=False))
-    note = (f"{len(conditions)} fresh held-out prompts x {seeds} seeds = {len(conditions) * seeds} songs per model, the same "
+    note = (f"{len(conditions)} fresh {SPLIT_PREFIXES[split]} prompts x {seeds} seeds = {len(conditions) * seeds} songs per model, the same "
             "songs asked of every model; mean, and Δ vs base with a 95 % bootstrap interval over prompts. Bold: the "
             "model's own preference's target. Oracle metrics read from the songs' tokens (no audio, no ASR).")  # fmt: skip
     text = f"## Oracle metrics (the embedded world's ground truth)\n\n{markdown}\n\n{note}\n"
