@@ -33,7 +33,7 @@ import numpy as np
 from pipeline.scoring.audio_features import ONSET_FFT, chroma_frames, estimate_tempo, onset_envelope, spectrogram
 from pipeline.scoring.base import ScoringItem
 from pipeline.scoring.embedding_scorer import AudioError, check_audio, load_mono
-from reward_model.options import EmbeddingConfig  # noqa: F401 (defined with the config section)
+from reward_model.options import EmbeddingConfig
 
 FEATURES_VERSION = "reward-features/2"
 FEATURE_NAMES: tuple[str, ...] = (
@@ -180,18 +180,33 @@ class FeatureEmbedder:
         return vector
 
     def embed(self, items: list[ScoringItem]) -> list[Embedding]:
-        out = []
-        for item in items:
-            try:
-                out.append(Embedding(item.candidate_id, self._one(item)))
-            except AudioError as exc:
-                out.append(Embedding(item.candidate_id, error=str(exc)))
-        return out
+        """Every item's embedding, in order; `workers` processes share them (the same vectors on any count)."""
+        if self.config.workers == 1 or len(items) < 2:
+            return [self._embedding(item) for item in items]
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: forking a parent that holds torch threads is unsafe; small chunks keep the pool balanced.
+        with ProcessPoolExecutor(self.config.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            chunk = max(1, len(items) // (8 * self.config.workers))
+            return list(pool.map(_feature_embedding, [(self.config, item) for item in items], chunksize=chunk))
+
+    def _embedding(self, item: ScoringItem) -> Embedding:
+        try:
+            return Embedding(item.candidate_id, self._one(item))
+        except AudioError as exc:
+            return Embedding(item.candidate_id, error=str(exc))
 
     def describe(self) -> dict:
         used = {"backend", "sample_rate", "min_seconds", "silence_dbfs"}
         return {"backend": self.name, "version": self.version, "dim": self.dim,
                 "config": self.config.model_dump(mode="json", include=used)}  # fmt: skip
+
+
+def _feature_embedding(job: tuple[EmbeddingConfig, ScoringItem]) -> Embedding:
+    """One item's `features` embedding, in a worker process."""
+    config, item = job
+    return FeatureEmbedder(config)._embedding(item)
 
 
 # ---------------------------------------------------------------- the `muq` backend

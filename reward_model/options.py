@@ -100,6 +100,7 @@ class EmbeddingConfig(BaseModel):
         text_model_dir: `muq` only: override for the XLM-RoBERTa tower's directory (the loader builds both).
         device: `muq` only: "auto", "cpu" or "cuda".
         batch_clips: `muq` only: clips per forward pass, gathered across songs.
+        workers: `features` only: processes computing descriptors; any count gives the same vectors.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -113,6 +114,7 @@ class EmbeddingConfig(BaseModel):
     text_model_dir: Path | None = Field(None, description="muq: XLM-RoBERTa tower directory override.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="muq: device.")
     batch_clips: int = Field(32, ge=1, description="muq: clips per forward pass.")
+    workers: int = Field(2, ge=1, description="features: processes computing descriptors (1: in this process).")
 
 
 class QualityThresholds(BaseModel):

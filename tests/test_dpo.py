@@ -204,3 +204,18 @@ def test_reference_forward_each_step_without_precomputed_log_probs(dataset, tmp_
     _, metrics = train_dpo(model, TinySongTokenizer.for_model(model), dataset, options, tmp_path, seed=0)
     first = next(row for row in metrics["log"] if "loss" in row)
     assert abs(first["loss"] - 0.6931) < 1e-3  # policy == reference at step 1: loss is log 2
+
+
+def test_auto_precomputes_the_reference_only_where_the_steps_cover_every_pair(dataset, tmp_path):
+    """A short run on many pairs scores the reference batch by batch; either way it trains alike."""
+    options = DpoOptions(max_steps=2, batch_size=2, learning_rate=1e-4)
+    assert options.precompute_ref_log_probs == "auto" and options.precomputes(4) and not options.precomputes(5)
+    assert DpoOptions(epochs=0.5).precomputes(10**6)  # max_steps -1: an epoch's share, every pair scored once
+    assert options.model_copy(update={"precompute_ref_log_probs": True}).precomputes(10**6)
+    losses = {}
+    for mode in (True, False):
+        model = TinyPolicy.from_pretrained(CHECKPOINT_DIR, torch_dtype=torch.float32)
+        run = options.model_copy(update={"precompute_ref_log_probs": mode})
+        _, metrics = train_dpo(model, TinySongTokenizer.for_model(model), dataset, run, tmp_path / str(mode), seed=0)
+        losses[mode] = [row["loss"] for row in metrics["log"] if "loss" in row]
+    assert len(losses[True]) == 2 and losses[True] == pytest.approx(losses[False], abs=1e-4)

@@ -211,6 +211,18 @@ def test_features_hear_chords_off_the_scale_and_a_band_off_the_beat(tmp_path):
     assert f["base"]["low_on_beat"] > 0.3 and f["off_beat"]["low_on_beat"] < -0.3  # the band enters an eighth late
 
 
+def test_worker_processes_give_the_same_vectors_and_errors_in_order(songs, tmp_path):
+    import soundfile as sf
+
+    sf.write(tmp_path / "silent.flac", np.zeros(5 * 16000, dtype=np.float32), 16000)
+    items = [*songs[1][:5], ScoringItem("silent", tmp_path / "silent.flac", "", "en", ""), songs[1][5]]
+    alone = FeatureEmbedder(EmbeddingConfig(workers=1)).embed(items)
+    shared = FeatureEmbedder(EmbeddingConfig(workers=2)).embed(items)
+    assert [e.candidate_id for e in shared] == [i.candidate_id for i in items]
+    assert shared[5].vector is None and shared[5].error == alone[5].error and "silent" in shared[5].error
+    assert all(a.vector.tobytes() == b.vector.tobytes() for a, b in zip(alone, shared) if a.error is None)
+
+
 def test_same_seed_same_weights(embedded, crowd, trained):
     ids, matrix = embedded
     again = RewardTrainer(TRAIN, ids, matrix, crowd[-1]).train()

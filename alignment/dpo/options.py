@@ -50,8 +50,10 @@ class DpoOptions(BaseModel):
     gradient_accumulation_steps: int = Field(1, ge=1, description="DPOConfig.gradient_accumulation_steps.")
     warmup_steps: int = Field(0, ge=0, description="DPOConfig.warmup_steps.")
     lora: LoraOptions | None = Field(None, description="Train a LoRA adapter instead of every weight; null: full fine-tuning.")
-    precompute_ref_log_probs: bool = Field(
-        True, description="DPOConfig.precompute_ref_log_probs: score every pair with the reference once, before training."
+    precompute_ref_log_probs: bool | Literal["auto"] = Field(
+        "auto", description="DPOConfig.precompute_ref_log_probs: score every pair with the reference once, before "
+        "training (true), or each batch as it trains (false); auto: precompute only when the run sees every pair "
+        "(a 40-step run on 1,600 pairs would otherwise score 1,440 pairs it never trains on)."
     )
     max_length: int | None = Field(
         None, description="DPOConfig.max_length; null: no truncation (a truncated tiny song cannot be scored)."
@@ -90,10 +92,19 @@ class DpoOptions(BaseModel):
                          f"pairs per step cannot be split evenly over {processes} processes; make batch_size or "
                          f"gradient_accumulation_steps a multiple of {processes}")  # fmt: skip
 
+    def precomputes(self, pairs: int | None) -> bool:
+        """Whether the reference scores all `pairs` before training: as set, else (auto) when the run's
+        steps cover them, so no pair is scored that is never trained on (unknown pairs: precompute)."""
+        if self.precompute_ref_log_probs != "auto":
+            return self.precompute_ref_log_probs
+        seen = self.max_steps * self.batch_size * self.gradient_accumulation_steps
+        return pairs is None or self.max_steps < 0 or seen >= pairs
+
     def dpo_config(self, output_dir: Path, seed: int, processes: int = 1, sharding: str = "ddp",
-                   wrap_layers: list[str] | None = None):  # fmt: skip
+                   wrap_layers: list[str] | None = None, pairs: int | None = None):  # fmt: skip
         """TRL's DPOConfig for this run on `processes` processes (launched by torch.distributed.run);
-        `wrap_layers`: the block classes FSDP shards one by one (null: the model's `_no_split_modules`)."""
+        `wrap_layers`: the block classes FSDP shards one by one (null: the model's `_no_split_modules`);
+        `pairs`: the training pairs, which decide `precompute_ref_log_probs: auto` (unknown: precompute)."""
         import torch
         from trl import DPOConfig
 
@@ -114,7 +125,7 @@ class DpoOptions(BaseModel):
             learning_rate=self.learning_rate, num_train_epochs=self.epochs, max_steps=self.max_steps,
             per_device_train_batch_size=batch, per_device_eval_batch_size=batch,
             gradient_accumulation_steps=accumulate, warmup_steps=self.warmup_steps,
-            precompute_ref_log_probs=self.precompute_ref_log_probs, max_length=self.max_length,
+            precompute_ref_log_probs=self.precomputes(pairs), max_length=self.max_length,
             save_strategy="steps", save_steps=self.save_steps, save_total_limit=2, logging_steps=self.logging_steps,
             report_to=self.report_to, bf16=False, fp16=False, use_cpu=cpu,
             dataloader_num_workers=0, disable_tqdm=False, eval_strategy="no", save_only_model=False,

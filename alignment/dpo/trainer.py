@@ -75,11 +75,11 @@ def train_dpo(model, tokenizer, train_dataset, options: DpoOptions, output_dir: 
     # Without precomputed log-probs and without LoRA, TRL would rebuild the reference from the
     # model's path through the Auto classes, which know neither in-memory models nor the tiny policy.
     reference = None
-    if not options.precompute_ref_log_probs and options.lora is None:
+    if not options.precomputes(len(train_dataset)) and options.lora is None:
         reference = copy.deepcopy(model).eval().requires_grad_(False)
     # FSDP shards block by block: the tiny policy's are Llama blocks; a Hugging Face model names its own.
     wrap = ["LlamaDecoderLayer"] if getattr(model, "computes_fused_log_probs", False) else None
-    args = options.dpo_config(output_dir, seed, processes, sharding, wrap)
+    args = options.dpo_config(output_dir, seed, processes, sharding, wrap, pairs=len(train_dataset))
     trainer = MultiStreamDPOTrainer(
         model=model, ref_model=reference, args=args, train_dataset=train_dataset,
         eval_dataset=eval_dataset, processing_class=tokenizer, peft_config=options.peft_config(), callbacks=callbacks,
