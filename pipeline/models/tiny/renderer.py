@@ -243,22 +243,30 @@ def _timbre(instruments: list[str]) -> str:
 
 
 def _tone(timbre: str, hz: float, length: int, sr: int, rng: np.random.Generator) -> np.ndarray:
-    t = np.arange(length) / sr
     if timbre == "pluck":  # Karplus-Strong: a noise burst through a damped delay-line loop
         period = max(2, int(round(sr / hz)))
         excitation = np.zeros(length)
         excitation[:period] = rng.uniform(-1, 1, min(period, length))
         a = np.zeros(period + 2)
         a[0], a[period], a[period + 1] = 1.0, -0.498, -0.498
-        y = lfilter([1.0], a, excitation)
-    elif timbre == "pad":  # band-limited saw with steep roll-off ("filtered"), slow attack
+        return _fade_out(lfilter([1.0], a, excitation), int(0.01 * sr))
+    return _steady_tone(timbre, hz, length, sr)
+
+
+@lru_cache(maxsize=512)
+def _steady_tone(timbre: str, hz: float, length: int, sr: int) -> np.ndarray:
+    """A noise-free timbre's note, cached read-only: progressions repeat the same chords within and across songs."""
+    t = np.arange(length) / sr
+    if timbre == "pad":  # band-limited saw with steep roll-off ("filtered"), slow attack
         y = sum(np.sin(2 * np.pi * h * hz * t) / h**1.5 for h in range(1, 7))
         y = y * np.minimum(1.0, t / 0.08)
     elif timbre == "organ":  # steady drawbar-like harmonics
         y = sum(w * np.sin(2 * np.pi * h * hz * t) for h, w in ((1, 1.0), (2, 0.6), (3, 0.4), (4, 0.3)))
     else:  # piano: harmonics that decay faster the higher they are
         y = sum(np.sin(2 * np.pi * h * hz * t) * np.exp(-t * (0.5 + 0.5 * h)) / h for h in range(1, 6))
-    return _fade_out(y, int(0.01 * sr))
+    y = _fade_out(y, int(0.01 * sr))
+    y.flags.writeable = False
+    return y
 
 
 def _drum(kind: str, sr: int, rng: np.random.Generator) -> np.ndarray:
