@@ -26,6 +26,7 @@ from flows.rest_record import rerun_markdown
 from flows.run_record import record_flow_run
 from flows.runners import ray_remote_options, ray_session, task_runner
 from flows.stages import make_stage, record_stop, run_if_cached, runnable_parts, stages_until
+from pipeline.allocator import keep_freed_memory
 from pipeline.config import RoundConfig
 from pipeline.manifest import open_round
 from pipeline.stages.base import ShardResult, ShardSpec
@@ -56,6 +57,7 @@ def build_shard(round_url: str, config: dict, stage_name: str, spec: ShardSpec, 
         return stage.run_shard(spec)
     if torch_threads:
         set_torch_threads(torch_threads)
+    keep_freed_memory()  # this process may be a Ray worker or a deployment's, not the CLI's
     # a shard on several GPUs (dpo.processes) holds as many slots, at most all of them; a process
     # without a GPU (asked where the shard runs: a Ray worker, not the driver) holds none
     gpu = round_config.orchestration.gpu

@@ -8,12 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.allocator import keep_freed_memory
+
 # Before anything imports prefect: a fresh home per session and no outbound analytics.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="songpref-prefect-")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+keep_freed_memory()  # as the CLI and the flows do: torch's large tensors stay in the heap
 
 REPO = Path(__file__).resolve().parents[1]
 LEVO_REFERENCE = REPO.parent / "shared" / "reference" / "levo"

@@ -85,10 +85,12 @@ def load_trained(stage, spec, folder: Path):
 def main(job_file: str) -> None:
     """One process of a launch: rebuild the stage, train, and (main process) publish the result."""
     from alignment.dpo.stage import DpoStage
+    from pipeline.allocator import keep_freed_memory
     from pipeline.config import RoundConfig
     from pipeline.stages.base import ShardSpec
     from pipeline.store import RoundStore
 
+    keep_freed_memory()
     job = json.loads(Path(job_file).read_text())
     stage = DpoStage(RoundConfig.model_validate(job["config"]), RoundStore(job["round"]), job["strategy"])
     partial = Path(job_file).with_name(".partial-trained")

@@ -1,0 +1,31 @@
+"""Keep freed memory in the process rather than giving it back to the kernel at every free (glibc).
+
+glibc serves blocks over 128 KiB with mmap and unmaps them when freed, so a loop that frees and
+allocates the same large tensors every step (DPO's logits, a sampling batch) has the kernel fault
+fresh zeroed pages in each time. On 2 cores a 20-step DPO run spent 24 s in the kernel that way
+and trained in 25 s; kept in the heap, 4 s and 11.7 s, the same losses (README, round time).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4  # glibc's mallopt parameters (malloc.h)
+_applied: bool | None = None
+
+
+def keep_freed_memory() -> bool:
+    """Serve every block from the heap and keep up to 1 GiB of freed memory at its top, for the rest
+    of this process; once per process. False where the C library is not glibc (nothing changes)."""
+    global _applied
+    if _applied is None:
+        _applied = False
+        if sys.platform.startswith("linux"):
+            try:
+                mallopt = ctypes.CDLL("libc.so.6").mallopt
+            except (OSError, AttributeError):
+                return False
+            settings = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 1 << 30), (M_TOP_PAD, 64 << 20))
+            _applied = all(mallopt(option, value) == 1 for option, value in settings)
+    return _applied
