@@ -25,6 +25,7 @@ from pathlib import Path
 
 from alignment.sweep.oracle import oracle_ablation
 from flows.stages import run_stage_locally, stage_parts
+from pipeline.allocator import keep_freed_memory
 from pipeline.config import config_with_overrides
 from pipeline.manifest import read_manifest
 from pipeline.preferences import preferences
@@ -76,6 +77,7 @@ def run_variant(source: Path, target: Path, overrides: list[str], prompts: int, 
 
 
 def main() -> None:
+    keep_freed_memory()  # as the CLI does: the DPO runs here train several times faster
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("round", type=Path, help="a round whose scores and reward_model stages are done")
     parser.add_argument("--variant", action="append", required=True, help="NAME:KEY=VALUE;KEY=VALUE, or 'as-is'")

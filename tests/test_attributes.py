@@ -83,6 +83,16 @@ def test_scores_are_bounded_and_deterministic(songs, matched, scorer):
     assert [r.details for r in again] == [r.details for r in matched[:3]]
 
 
+def test_worker_processes_give_the_same_scores_and_errors_in_order(songs, matched, tmp_path):
+    items = [item for item, _ in songs[:4]]
+    missing = ScoringItem("missing", tmp_path / "missing.flac", "", "en", "", {"bpm": 100})  # an error row
+    alone = AttributesScorer(AttributesOptions(workers=1)).score([*items[:2], missing, *items[2:]])
+    assert [r.candidate_id for r in alone] == ["song0", "song1", "missing", "song2", "song3"]
+    assert alone[2].similarity is None and alone[2].error
+    kept = [r for r in alone if r.error is None]
+    assert [(r.similarity, r.details) for r in kept] == [(r.similarity, r.details) for r in matched[:4]]  # matched: 2 workers
+
+
 @pytest.mark.parametrize("swap", ["tempo", "mode", "gender"])
 def test_the_matching_description_scores_higher(songs, matched, scorer, swap):
     def mismatched(item: ScoringItem) -> ScoringItem:

@@ -136,7 +136,6 @@ def test_the_200_prompt_config_is_tiny_with_its_stated_changes():
     """configs/tiny-200.yaml is the README's 200-prompt round: tiny.yaml plus these keys, nothing else."""
     large = load_config(REPO / "configs/tiny-200.yaml")
     tiny = load_config(REPO / "configs/tiny.yaml", [
-        "lyrics.count=200", "pairs.selection.max_pairs_per_prompt=10", "pairs.selection.max_uses_per_candidate=4",
-        "dpo.per_strategy.lyrics.learning_rate=2e-4", "dpo.per_strategy.lyrics.max_steps=180"])
+        "lyrics.count=200", "dpo.per_strategy.lyrics.learning_rate=2e-4", "dpo.per_strategy.lyrics.max_steps=180"])
     assert large.resolved() == tiny.resolved()
     assert large.digest() == tiny.digest() != load_config(REPO / "configs/tiny.yaml").digest()

@@ -55,6 +55,7 @@ class AttributesOptions(BaseModel):
                                                         "from none (tonal parts put almost nothing there).")  # fmt: skip
     drum_softness: float = Field(0.35, gt=0, description="Width, in natural-log units, of the logistic around drum_share.")
     min_seconds: float = Field(4.0, ge=0, description="Shorter audio is an error: too little for tempo or key.")
+    workers: int = Field(2, ge=1, description="Processes measuring songs (1: in this process); any count gives the same scores.")
     silence_dbfs: float = Field(-50.0, description="Audio whose peak is below this level (dBFS) is an error.")
 
 
@@ -77,13 +78,21 @@ class AttributesScorer:
         return {"backend": self.name, "version": features.FEATURES_VERSION, "options": self.options.model_dump(mode="json")}
 
     def score(self, items: list[ScoringItem]) -> list[Similarity]:
-        results = []
-        for item in items:
-            try:
-                results.append(self._score_one(item))
-            except AudioError as exc:
-                results.append(Similarity(item.candidate_id, error=str(exc)))
-        return results
+        if self.options.workers == 1 or len(items) < 2:
+            return [self._similarity(item) for item in items]
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: forking a parent that holds torch threads is unsafe; small chunks keep the pool balanced.
+        with ProcessPoolExecutor(self.options.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            chunk = max(1, len(items) // (8 * self.options.workers))
+            return list(pool.map(_similarity_in_worker, [(self.options, item) for item in items], chunksize=chunk))
+
+    def _similarity(self, item: ScoringItem) -> Similarity:
+        try:
+            return self._score_one(item)
+        except AudioError as exc:
+            return Similarity(item.candidate_id, error=str(exc))
 
     # ------------------------------------------------------------ audio
 
@@ -191,3 +200,9 @@ class AttributesScorer:
         if not genre:
             return None
         return self._families.get(str(genre), "Pop") not in QUIET_FAMILIES
+
+
+def _similarity_in_worker(job: tuple[AttributesOptions, ScoringItem]) -> Similarity:
+    """One item's similarity, in a worker process."""
+    options, item = job
+    return AttributesScorer(options)._similarity(item)
