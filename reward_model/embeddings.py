@@ -33,6 +33,7 @@ import numpy as np
 from pipeline.scoring.audio_features import ONSET_FFT, chroma_frames, estimate_tempo, onset_envelope, spectrogram
 from pipeline.scoring.base import ScoringItem
 from pipeline.scoring.embedding_scorer import AudioError, check_audio, load_mono
+from pipeline.scoring.processes import map_in_processes, use_processes
 from reward_model.options import EmbeddingConfig
 
 FEATURES_VERSION = "reward-features/2"
@@ -181,15 +182,9 @@ class FeatureEmbedder:
 
     def embed(self, items: list[ScoringItem]) -> list[Embedding]:
         """Every item's embedding, in order; `workers` processes share them (the same vectors on any count)."""
-        if self.config.workers == 1 or len(items) < 2:
+        if not use_processes(len(items), self.config.workers):
             return [self._embedding(item) for item in items]
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # spawn: forking a parent that holds torch threads is unsafe; small chunks keep the pool balanced.
-        with ProcessPoolExecutor(self.config.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            chunk = max(1, len(items) // (8 * self.config.workers))
-            return list(pool.map(_feature_embedding, [(self.config, item) for item in items], chunksize=chunk))
+        return map_in_processes(_feature_embedding, [(self.config, item) for item in items], self.config.workers)
 
     def _embedding(self, item: ScoringItem) -> Embedding:
         try:

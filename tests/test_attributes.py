@@ -83,14 +83,15 @@ def test_scores_are_bounded_and_deterministic(songs, matched, scorer):
     assert [r.details for r in again] == [r.details for r in matched[:3]]
 
 
-def test_worker_processes_give_the_same_scores_and_errors_in_order(songs, matched, tmp_path):
-    items = [item for item, _ in songs[:4]]
-    missing = ScoringItem("missing", tmp_path / "missing.flac", "", "en", "", {"bpm": 100})  # an error row
-    alone = AttributesScorer(AttributesOptions(workers=1)).score([*items[:2], missing, *items[2:]])
-    assert [r.candidate_id for r in alone] == ["song0", "song1", "missing", "song2", "song3"]
-    assert alone[2].similarity is None and alone[2].error
-    kept = [r for r in alone if r.error is None]
-    assert [(r.similarity, r.details) for r in kept] == [(r.similarity, r.details) for r in matched[:4]]  # matched: 2 workers
+def test_worker_processes_give_the_same_scores_and_errors_in_order(songs, tmp_path):
+    items = [item for item, _ in songs] + [replace(item, candidate_id=f"again{i}") for i, (item, _) in enumerate(songs[:2])]
+    items.insert(2, ScoringItem("missing", tmp_path / "missing.flac", "", "en", "", {"bpm": 100}))  # an error row
+    assert len(items) >= 16  # enough songs for 2 worker processes
+    alone = AttributesScorer(AttributesOptions(workers=1)).score(items)
+    shared = AttributesScorer(AttributesOptions(workers=2)).score(items)
+    assert [r.candidate_id for r in shared] == [i.candidate_id for i in items]
+    assert shared[2].similarity is None and shared[2].error == alone[2].error
+    assert [(r.similarity, r.details) for r in shared] == [(r.similarity, r.details) for r in alone]
 
 
 @pytest.mark.parametrize("swap", ["tempo", "mode", "gender"])

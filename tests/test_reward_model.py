@@ -215,7 +215,7 @@ def test_worker_processes_give_the_same_vectors_and_errors_in_order(songs, tmp_p
     import soundfile as sf
 
     sf.write(tmp_path / "silent.flac", np.zeros(5 * 16000, dtype=np.float32), 16000)
-    items = [*songs[1][:5], ScoringItem("silent", tmp_path / "silent.flac", "", "en", ""), songs[1][5]]
+    items = [*songs[1][:5], ScoringItem("silent", tmp_path / "silent.flac", "", "en", ""), *songs[1][5:16]]  # 17: processes pay
     alone = FeatureEmbedder(EmbeddingConfig(workers=1)).embed(items)
     shared = FeatureEmbedder(EmbeddingConfig(workers=2)).embed(items)
     assert [e.candidate_id for e in shared] == [i.candidate_id for i in items]

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.models.tiny.composer import DRUM_INSTRUMENTS, QUIET_FAMILIES, mode_for
 from pipeline.scoring import audio_features as features
 from pipeline.scoring.base import ScoringItem, Similarity
+from pipeline.scoring.processes import map_in_processes, use_processes
 from pipeline.vocab import load_vocabulary, tempo_bucket
 
 
@@ -78,15 +79,9 @@ class AttributesScorer:
         return {"backend": self.name, "version": features.FEATURES_VERSION, "options": self.options.model_dump(mode="json")}
 
     def score(self, items: list[ScoringItem]) -> list[Similarity]:
-        if self.options.workers == 1 or len(items) < 2:
+        if not use_processes(len(items), self.options.workers):
             return [self._similarity(item) for item in items]
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # spawn: forking a parent that holds torch threads is unsafe; small chunks keep the pool balanced.
-        with ProcessPoolExecutor(self.options.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            chunk = max(1, len(items) // (8 * self.options.workers))
-            return list(pool.map(_similarity_in_worker, [(self.options, item) for item in items], chunksize=chunk))
+        return map_in_processes(_similarity_in_worker, [(self.options, item) for item in items], self.options.workers)
 
     def _similarity(self, item: ScoringItem) -> Similarity:
         try:
