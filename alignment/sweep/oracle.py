@@ -25,6 +25,13 @@ SPLIT_PURPOSES = {"test": "oracle-held-out", "validation": "oracle-validation"}
 SPLIT_PREFIXES = {"test": "held-out", "validation": "validation"}
 
 
+def split_prefix(split: str) -> str:
+    """The condition-id prefix (and scratch folder) of a split; ValueError naming an unknown one."""
+    if split not in SPLIT_PURPOSES:
+        raise ValueError(f"split: {split!r} is not one of {sorted(SPLIT_PURPOSES)}")
+    return SPLIT_PREFIXES[split]
+
+
 def held_out_conditions(config, count: int, scratch: Path, split: str = "test") -> list[dict]:
     """`count` fresh conditions from the round's own lyrics and conditions stages, under a seed
     derived for `split` ("test" or "validation")."""
@@ -35,9 +42,8 @@ def held_out_conditions(config, count: int, scratch: Path, split: str = "test") 
     from pipeline.stages.runner import run_stage_in_process
     from pipeline.store import RoundStore
 
+    prefix = split_prefix(split)
     lyrics = config.lyrics.model_copy(update={"count": count, "shard_size": None})
-    if split not in SPLIT_PURPOSES:
-        raise ValueError(f"split: {split!r} is not one of {sorted(SPLIT_PURPOSES)}")
     fresh = config.model_copy(update={"seed": derive_seed(config.seed, SPLIT_PURPOSES[split]) % 2**31, "lyrics": lyrics})
     store = RoundStore(str(scratch))
     open_round(store, fresh)
@@ -46,7 +52,6 @@ def held_out_conditions(config, count: int, scratch: Path, split: str = "test") 
         if record["status"] != "done":
             raise RuntimeError(f"held-out {stage.name}: {record.get('errors')}")
     # named apart from the round's own conditions, whose ids follow the same pattern
-    prefix = SPLIT_PREFIXES[split]
     return [dict(c, condition_id=f"{prefix}-{c['condition_id']}") for c in sorted(round_conditions(store).values(),
                                                                                 key=lambda c: c["condition_id"])]
 
@@ -165,7 +170,7 @@ def oracle_ablation(config, store, prompts: int, seeds: int, progress=None, edge
 
     from pipeline.preferences import preferences
 
-    conditions = held_out_conditions(config, prompts, Path(store.path("ablation", SPLIT_PREFIXES[split])), split)
+    conditions = held_out_conditions(config, prompts, Path(store.path("ablation", split_prefix(split))), split)
     models = round_models(config, store)
     songs = {}
     for name, checkpoint in models.items():
@@ -178,7 +183,7 @@ def oracle_ablation(config, store, prompts: int, seeds: int, progress=None, edge
     markdown = ablation_markdown(table, own)
     every = pd.concat([frame.assign(model=name) for name, frame in songs.items()], ignore_index=True)
     store.write_table("ablation/oracle.parquet", pa.Table.from_pandas(every, preserve_index=False))
-    note = (f"{len(conditions)} fresh {SPLIT_PREFIXES[split]} prompts x {seeds} seeds = {len(conditions) * seeds} songs per model, the same "
+    note = (f"{len(conditions)} fresh {split_prefix(split)} prompts x {seeds} seeds = {len(conditions) * seeds} songs per model, the same "
             "songs asked of every model; mean, and Δ vs base with a 95 % bootstrap interval over prompts. Bold: the "
             "model's own preference's target. Oracle metrics read from the songs' tokens (no audio, no ASR).")  # fmt: skip
     text = f"## Oracle metrics (the embedded world's ground truth)\n\n{markdown}\n\n{note}\n"

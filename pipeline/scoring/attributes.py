@@ -56,8 +56,8 @@ class AttributesOptions(BaseModel):
                                                         "from none (tonal parts put almost nothing there).")  # fmt: skip
     drum_softness: float = Field(0.35, gt=0, description="Width, in natural-log units, of the logistic around drum_share.")
     min_seconds: float = Field(4.0, ge=0, description="Shorter audio is an error: too little for tempo or key.")
-    workers: int = Field(2, ge=1, description="Processes measuring songs (1: in this process); any count gives the same scores.")
     silence_dbfs: float = Field(-50.0, description="Audio whose peak is below this level (dBFS) is an error.")
+    workers: int = Field(2, ge=1, description="Processes measuring songs (1: in this process); any count gives the same scores.")
 
 
 def _sigmoid(z: float) -> float:
