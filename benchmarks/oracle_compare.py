@@ -6,7 +6,7 @@ and the table of paired differences from `--reference` (default base) is printed
 average and wall time; raw rows go to `--out`.
 
     .venv/bin/python benchmarks/oracle_compare.py ROUND lyrics=/tmp/ae/lyrics-as-is/dpo/lyrics/model ... \\
-        [--prompts 64 --seeds 2 --out benchmarks/results/oracle_compare.json]
+        [--prompts 64 --seeds 2 --split validation --out benchmarks/results/oracle_compare.json]
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ def main() -> None:
     parser.add_argument("--reference", default="base", help="the model every other is compared with (default: base)")
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--split", choices=["test", "validation"], default="test",
+                        help="the prompts asked: the ablation's test prompts, or validation prompts disjoint from them")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/oracle-compare"))
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results") / "oracle_compare.json")
     args = parser.parse_args()
@@ -44,7 +46,7 @@ def main() -> None:
     if args.reference not in models:
         parser.error(f"--reference {args.reference}: not one of {', '.join(models)}")
     load, started = os.getloadavg(), time.perf_counter()
-    conditions = held_out_conditions(config, args.prompts, args.scratch / "held-out")
+    conditions = held_out_conditions(config, args.prompts, args.scratch / f"held-out-{args.split}", split=args.split)
     songs = {name: sample_oracle(config, folder, conditions, args.seeds) for name, folder in models.items()}
     table = ablation_frame(songs, base=args.reference)
     markdown = ablation_markdown(table, {}, reference=args.reference)
@@ -52,7 +54,7 @@ def main() -> None:
     print(markdown)
     print(f"\n{args.prompts} prompts x {args.seeds} seeds; wall {wall:.0f} s; load {load} -> {os.getloadavg()}")
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    results[f"{args.round}:{args.prompts}x{args.seeds}:vs-{args.reference}"] = {
+    results[f"{args.round}:{args.split}:{args.prompts}x{args.seeds}:vs-{args.reference}"] = {
         "models": {n: str(f) for n, f in models.items()}, "table": table.to_dict(orient="records"), "markdown": markdown,
         "wall_seconds": round(wall, 1), "load_before": [round(x, 2) for x in load]}  # fmt: skip
     args.out.parent.mkdir(exist_ok=True)

@@ -3,6 +3,7 @@ kill, DNI merges with manifests, the sweep's table, front, plots and report."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,9 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from pipeline.manifest import read_manifest
 from flows.stages import make_stage, run_stage_locally
+from pipeline.store import RoundStore
 from small_round import config
 
 pytestmark = pytest.mark.timeout(900)
@@ -52,6 +56,36 @@ def test_each_strategy_trains_a_model_with_metrics(trained):
         assert f"| {strategy} | {pairs['train']} / {pairs.get('test', '—')} | " in report
     again = run_stage_locally("dpo/lyrics", CONFIG, trained[1])
     assert again["metrics"]["shards_built"] == 0 and again["metrics"]["status"] == "trained"
+
+
+def test_replicates_average_their_runs_and_the_first_is_the_plain_run(trained, tmp_path):
+    """Two runs on the same pairs with their own seeds; the strategy's model is their weights' mean."""
+    root = tmp_path / "round"  # a copy: the module's other tests read the round's own dpo/musicality
+    shutil.copytree(trained[0], root, symlinks=True)
+    two = config({"dpo": {**DPO, "per_strategy": {"musicality": {"replicates": 2}}}, "sweep": SWEEP})
+    record = run_stage_locally("dpo/musicality", two, RoundStore(str(root)))
+    assert record["status"] == "done", record.get("errors")
+    assert record["rows"] == 4  # two log rows (steps) per replicate
+    metrics = json.loads((root / "dpo/musicality/metrics.json").read_text())
+    runs = metrics["replicates"]
+    assert len(runs) == 2 and runs[0]["seed"] != runs[1]["seed"]
+    if "test" in metrics["pairs"]:
+        accuracies = [run["eval"]["eval_rewards/accuracies"] for run in runs]
+        assert metrics["eval"]["eval_rewards/accuracies"] == pytest.approx(sum(accuracies) / 2)
+    weights = {name: load_file(root / "dpo/musicality" / name / "model.safetensors")
+               for name in ("replicates/0", "replicates/1", "model")}  # fmt: skip
+    plain = load_file(trained[0] / "dpo/musicality/model/model.safetensors")  # replicates: 1, the same seed
+    assert all(torch.equal(plain[k], weights["replicates/0"][k]) for k in plain)
+    assert any(not torch.equal(weights["replicates/0"][k], weights["replicates/1"][k]) for k in plain)
+    for key, value in weights["model"].items():
+        mean = (weights["replicates/0"][key].float() + weights["replicates/1"][key].float()) / 2
+        torch.testing.assert_close(value.float(), mean, atol=1e-8, rtol=1e-6)  # the runs differ by ~1e-4: a tight check
+    # Back to one run: its shard is on disk from before, but the model is the replicates' mean, so it is rebuilt.
+    one = run_stage_locally("dpo/musicality", CONFIG, RoundStore(str(root)))
+    assert one["status"] == "done" and one["metrics"]["shards_built"] == 1
+    assert not (root / "dpo/musicality/replicates").exists()
+    again = load_file(root / "dpo/musicality/model/model.safetensors")
+    assert all(torch.equal(plain[k], again[k]) for k in plain)
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(round_dir, tmp_path):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_serializer, model_validator
 
 from pipeline.preferences import JOINT, preferences, strategy_names
 from pipeline.preferences.base import POLICY_STREAMS
@@ -78,8 +78,20 @@ class DpoOptions(BaseModel):
         False, description="Pack a micro-batch's songs end to end into one sequence, without padding (a multi-stream "
         "policy: the tiny model's); the same log-probabilities and gradients, less work where song lengths differ."
     )
+    replicates: int = Field(
+        1, ge=1, le=64, description="Independent runs on the same pairs, each with its own seed (its own order of "
+        "pairs); the strategy's model is the average of their weights and each run's own is kept in "
+        "dpo/<strategy>/replicates/ (alignment.dpo.replicates). Full fine-tuning only."
+    )
     threads: int | None = Field(None, ge=1, description="torch CPU threads; null: torch's default.")
     device: Literal["auto", "cpu"] = Field("auto", description="'cpu' forces the CPU even where a GPU is present.")
+
+    @model_validator(mode="after")
+    def _replicates_average_whole_weights(self):
+        if self.replicates > 1 and self.lora is not None:
+            raise ValueError(f"replicates {self.replicates} with lora: replicate runs are averaged weight by weight, and "
+                             "averaging LoRA's A and B factors does not average the adapters' updates; use lora: null")  # fmt: skip
+        return self
 
     def per_process(self, processes: int) -> tuple[int, int]:
         """(pairs per process and micro-batch, micro-batches per step) on `processes` processes: the
@@ -193,6 +205,16 @@ class DpoStageOptions(BaseModel):
         if unknown:
             raise ValueError(f"unknown strategy {unknown[0]!r}; strategies are: {', '.join(known)}")
         return value
+
+    @model_validator(mode="after")
+    def _overrides_resolve(self):
+        """Each strategy's options checked whole when the config is read, not when its run starts."""
+        for strategy in self.per_strategy:
+            try:
+                self.for_strategy(strategy)
+            except ValidationError as error:
+                raise ValueError(f"per_strategy.{strategy}: {error.errors()[0]['msg']}") from None
+        return self
 
     def trains(self, strategy: str) -> bool:
         return self.strategies is None or strategy in self.strategies

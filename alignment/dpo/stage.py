@@ -7,6 +7,8 @@ by its pairs files, the policy checkpoint and the resolved run options. A run wr
   place when complete;
 - `dpo/<strategy>/metrics.json`: training log, held-out reward accuracy and margins, a sampled
   KL estimate against the reference;
+- with `replicates` > 1, `dpo/<strategy>/replicates/<i>/`: each run's own model; `model/` is then
+  the average of their weights (`alignment.dpo.replicates`);
 - the shard's rows: the training log (step, loss, reward accuracy, margins, ...).
 A strategy whose pairs are empty is skipped and says so; options come from the config's `dpo`
 section (`alignment.dpo.options.DpoStageOptions`). With `dpo.processes` > 1 the run trains on
@@ -20,7 +22,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from alignment.dpo.distributed import load_trained, train_on_processes
 from alignment.dpo.options import DpoOptions, DpoStageOptions
+from alignment.dpo.replicates import average_runs, combined_metrics, replicate_spec
 from alignment.policy import kl_estimate, load_policy, policy_folder
 from pipeline.conditions import round_conditions
 from pipeline.digest import derive_seed, model_dir_digest
@@ -30,7 +34,7 @@ from pipeline.pairs.dataset import dataset_files
 from pipeline.preferences import JOINT, preferences
 from pipeline.stages.base import ShardSpec, Stage
 
-LOG_SCHEMA = pa.schema([("step", pa.int64()), ("epoch", pa.float64()), ("loss", pa.float64()),
+LOG_SCHEMA = pa.schema([("step", pa.int64()), ("epoch", pa.float64()), ("replicate", pa.int64()), ("loss", pa.float64()),
                         ("reward_accuracy", pa.float64()), ("reward_margin", pa.float64()),
                         ("logps_chosen", pa.float64()), ("logps_rejected", pa.float64())])  # fmt: skip
 LOG_FIELDS = {"loss": "loss", "reward_accuracy": "rewards/accuracies", "reward_margin": "rewards/margins",
@@ -79,33 +83,66 @@ class DpoStage(Stage):
                   "seed": derive_seed(self.config.seed, "dpo", self.strategy) % 2**32}  # fmt: skip
         return [ShardSpec(self.name, 0, inputs, params)]
 
+    def run_shard(self, spec: ShardSpec):
+        """As any stage, except that a shard is built again when `model/` is another run's: options changed
+        and then changed back would otherwise find their old shard and keep the newer run's model."""
+        metrics = f"{self.folder}/metrics.json"
+        if self.store.exists(spec.filename):
+            written = self.store.read_json(metrics).get("shard") if self.store.exists(metrics) else None
+            if written != spec.key:
+                self.store.remove(spec.filename)  # the run's checkpoints stay: it resumes at its last step
+        return super().run_shard(spec)
+
     def build_shard(self, spec: ShardSpec) -> tuple[pa.Table, dict]:
         status = spec.inputs["pairs_status"]
         if not spec.params["enabled"] or status != "written" or "train" not in spec.inputs["pairs"]:
             reason = "not in dpo.strategies" if not spec.params["enabled"] else f"pairs/{self.strategy} is {status}"
-            shutil.rmtree(self.store.path(self.folder, "model"), ignore_errors=True)
+            for folder in ("model", "replicates"):
+                shutil.rmtree(self.store.path(self.folder, folder), ignore_errors=True)
+            self.store.write_json(f"{self.folder}/metrics.json", {"strategy": self.strategy, "status": "skipped",
+                                                                  "reason": reason, "shard": spec.key})  # fmt: skip
             return pa.Table.from_pylist([], schema=LOG_SCHEMA), {"status": "skipped", "reason": reason}
         options: DpoStageOptions = self.config.dpo
-        if options.processes > 1:
-            from alignment.dpo.distributed import train_on_processes
-
-            trained, tokenizer, metrics = train_on_processes(self, spec, options.processes)
-        else:
-            trained, tokenizer, metrics = self.train(spec)
+        trained, tokenizer, metrics = self._train_replicates(spec)
         data = self.pairs(spec)
         metrics["kl"] = self._kl(trained, options, data, spec.params["seed"])
-        self._save(trained, tokenizer)
         folder = policy_folder(self.config.model.backend, self.config.model.options, options.policy)
-        metrics |= {"strategy": self.strategy, "status": "trained", "policy": str(folder),
+        metrics |= {"strategy": self.strategy, "status": "trained", "policy": str(folder), "shard": spec.key,
                     "pairs": {s: len(d) for s, d in data.items()}, "processes": options.processes,
                     "sharding": options.sharding if options.processes > 1 else None}  # fmt: skip
         self.store.write_json(f"{self.folder}/metrics.json", metrics)
-        rows = [{"step": r["step"], "epoch": r.get("epoch"), **{k: r.get(v) for k, v in LOG_FIELDS.items()}}
-                for r in metrics["log"] if "loss" in r]  # fmt: skip
+        rows = [{"step": r["step"], "epoch": r.get("epoch"), "replicate": r.get("replicate", 0),
+                 **{k: r.get(v) for k, v in LOG_FIELDS.items()}} for r in metrics["log"] if "loss" in r]  # fmt: skip
         summary = {k: v for k, v in metrics.get("eval", {}).items() if k.startswith("eval_rewards/")}
         summary |= held_out_logp_changes(summary, spec.params["run"]["beta"])
         summary["pairs"] = metrics["pairs"]
         return pa.Table.from_pylist(rows, schema=LOG_SCHEMA), {"status": "trained", **summary, **metrics["kl"]}
+
+    def _train_replicates(self, spec: ShardSpec):
+        """(trained model, tokenizer, metrics), the model saved in `model/`: the run, or with `replicates` > 1
+        the average of that many runs, each run's own model kept in `replicates/<i>/` (alignment.dpo.replicates)."""
+        count = spec.params["run"]["replicates"]
+        final, kept = Path(self.store.path(self.folder, "model")), Path(self.store.path(self.folder, "replicates"))
+        shutil.rmtree(kept, ignore_errors=True)
+        if count == 1:
+            trained, tokenizer, metrics = self._train_one(spec)
+            self._save(trained, tokenizer, final)
+            return trained, tokenizer, metrics
+        runs = []
+        for index in range(count):
+            one = replicate_spec(spec, index)
+            trained, tokenizer, metrics = self._train_one(one)
+            self._save(trained, tokenizer, kept / str(index))
+            runs.append(metrics | {"seed": one.params["seed"]})
+        average_runs([kept / str(i) for i in range(count)], final)
+        trained, tokenizer = load_trained(self, spec, final)
+        return trained, tokenizer, combined_metrics(runs)
+
+    def _train_one(self, spec: ShardSpec):
+        processes = self.config.dpo.processes
+        if processes > 1:
+            return train_on_processes(self, spec, processes)
+        return self.train(spec)
 
     def run_dir(self, spec: ShardSpec) -> Path:
         return Path(self.store.path(self.folder, f"run-{spec.key[:16]}"))
@@ -173,10 +210,10 @@ class DpoStage(Stage):
                            [derive_seed(seed, "kl", i) for i in range(len(picks))],
                            temperature=self.config.sampling.temperature, trainable=own)  # fmt: skip
 
-    def _save(self, trained, tokenizer) -> None:
+    def _save(self, trained, tokenizer, final: Path) -> None:
         """Into a scratch folder, then renamed over the old model: never half a model on disk."""
-        final = Path(self.store.path(self.folder, "model"))
-        scratch = final.with_name(".partial-model")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        scratch = final.with_name(f".partial-{final.name}")
         shutil.rmtree(scratch, ignore_errors=True)
         if self.config.dpo.policy is None:
             trainable_policy(self.config.model.backend, self.config.model.options).save(trained, tokenizer, scratch)
