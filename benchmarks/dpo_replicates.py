@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from alignment.policy import policy_folder
-from alignment.sweep.oracle import ablation_frame, ablation_markdown, held_out_conditions, sample_oracle
+from alignment.sweep.oracle import (ablation_frame, ablation_markdown, held_out_conditions, paired_songs,
+                                    per_prompt_differences, sample_oracle)
 from alignment_effect import copy_round
 from flows.stages import run_stage_locally
 from pipeline.allocator import keep_freed_memory
@@ -34,11 +35,6 @@ from pipeline.models.tiny.oracle import ORACLE_METRICS
 from pipeline.store import RoundStore
 
 RESULTS = Path(__file__).with_name("results") / "dpo_replicates.json"
-
-
-def per_prompt_differences(model, base, metric: str) -> np.ndarray:
-    joined = model.merge(base, on=["prompt_id", "seed"], suffixes=("", "_base"))
-    return (joined[metric] - joined[f"{metric}_base"]).groupby(joined["prompt_id"]).mean().sort_index().to_numpy()
 
 
 def over_runs(differences: list[np.ndarray], resamples: int = 4000, seed: int = 0) -> dict:
@@ -98,7 +94,7 @@ def main() -> None:
         accuracy = [(r.get("eval") or {}).get("eval_rewards/accuracies") for r in metrics["replicates"]]
         targets = preferences()[strategy].oracles if strategy in preferences() else tuple(ORACLE_METRICS)  # joint: all
         summary[strategy] = {"held_out_pair_accuracy": accuracy, "kl_of_average": metrics["kl"].get("kl"),
-                             "one_run": {m: over_runs([per_prompt_differences(songs[f"{strategy} run {i}"], songs["base"], m)
+                             "one_run": {m: over_runs([per_prompt_differences(paired_songs(songs[f"{strategy} run {i}"], songs["base"], m), m)
                                                        for i in range(args.replicates)]) for m in (*targets, "frames")}}  # fmt: skip
     wall = round(time.perf_counter() - started, 1)
     print(markdown)

@@ -19,8 +19,9 @@ _applied: bool | None = None
 
 
 def keep_freed_memory() -> bool:
-    """Serve every block, in every thread, from the one heap and keep up to 1 GiB of freed memory at its
-    top, for the rest of this process; once per process (before the threads that allocate start). False where the C library is not glibc (nothing changes)."""
+    """Serve every block, in every thread, from the one heap and keep up to 1 GiB of freed memory at
+    its top, for the rest of this process; once per process, before the threads that allocate start.
+    False where the C library is not glibc (nothing changes)."""
     global _applied
     if _applied is None:
         _applied = False
