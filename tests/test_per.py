@@ -90,3 +90,18 @@ def test_batch_keeps_order_and_isolates_bad_rows():
     assert isinstance(out[3], ValueError)
     assert isinstance(out[4], ErrorRates) and out[4].per == 0.0
     assert out[0] == error_rates(*rows[0])  # the batch gives what the single call gives
+
+
+def test_threads_phonemizing_at_once_each_get_their_own_lines():
+    """A round scores shards in threads; espeak is one global state per voice, so two phonemizer
+    calls at once once merged their outputs (a whole shard failed: input 214 lines, output 215)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.scoring.per import phonemes
+
+    batches = [[f"{word} number {i} sings in the rain" for i in range(200)] for word in ("cat", "dog", "bird", "fish")]
+    alone = [phonemes(batch, "en") for batch in batches]
+    with ThreadPoolExecutor(len(batches)) as pool:
+        for _ in range(3):
+            together = list(pool.map(lambda batch: phonemes(batch, "en"), batches))
+            assert together == alone

@@ -16,6 +16,8 @@ Phonemes come from phonemizer's espeak-ng backend, one cached backend per espeak
 becomes a list of phone symbols: word boundaries and stress marks are dropped, length marks
 (`iː`) and Mandarin tone digits (`o2`) stay part of the phone they follow, so a tone error is a
 substitution. espeak's language-switch flags (`(en)`) are removed, keeping the phones read.
+espeak is one global state per backend, not thread-safe: calls are serialised by a lock, as a
+round scores its shards in threads (two calls at once once merged their output lines).
 
 Caveat: Debian's espeak-ng 1.51 reads many Mandarin syllables through its English fallback (你 ->
 `n ɪ θ ɹ iː`, i.e. "ni three"), so Chinese phone counts are inflated. The mapping is deterministic
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -37,6 +40,7 @@ from pipeline.lyrics.format import VOCAL_TAGS, split_sections
 
 # Lyric language code -> espeak-ng voice. Keys are the codes the pipeline writes ("en", "zh").
 ESPEAK_LANGUAGES = {"en": "en-us", "zh": "cmn"}
+_ESPEAK_LOCK = threading.Lock()
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TAG_RE = re.compile(r"\[[^\[\]]*\]")
@@ -100,7 +104,8 @@ def phonemes(texts: list[str], language: str) -> list[list[str]]:
     if not texts:
         return []
     separator = Separator(phone=" ", word=" | ", syllable="")
-    lines = _backend(espeak_language(language)).phonemize(list(texts), separator=separator, strip=True)
+    with _ESPEAK_LOCK:
+        lines = _backend(espeak_language(language)).phonemize(list(texts), separator=separator, strip=True)
     return [[p for p in line.split() if p != "|"] for line in lines]
 
 
