@@ -1,5 +1,5 @@
-"""The round's report.md: every stage's status, rows and build time, each trained DPO strategy's
-held-out readings, the sweep's ablation, then the ablation stage's tables.
+"""The round's report.md: every stage's status, rows, failed items and build time (with the first
+failure's reason, so a stage that lost many items is seen), each trained DPO strategy's held-out readings, the sweep's ablation, then the ablation stage's tables.
 
 Rewritten whenever a stage finishes (runner.finish_stage), from the manifest alone, so it never
 shows a stage as running once the stage is done.
@@ -16,9 +16,12 @@ REPORT = "report.md"
 def round_report(manifest: dict) -> str:
     lines = [f"# Round {manifest['config']['name']}", "",
              f"Config hash {manifest['config_hash'][:12]}, seed {manifest['seed']}, git {str(manifest.get('git_sha'))[:12]}.", "",
-             "| stage | status | rows | seconds |", "|---|---|---|---|"]  # fmt: skip
-    for name, record in in_stage_order(manifest["stages"]).items():  # manifest.json's keys are sorted by name
-        lines.append(f"| {name} | {record.get('status')} | {record.get('rows', '')} | {record.get('seconds', '')} |")
+             "| stage | status | rows | failed | seconds |", "|---|---|---|---|---|"]  # fmt: skip
+    stages = in_stage_order(manifest["stages"])  # manifest.json's keys are sorted by name
+    for name, record in stages.items():
+        failed = record.get("metrics", {}).get("failed", "")
+        lines.append(f"| {name} | {record.get('status')} | {record.get('rows', '')} | {failed} | {record.get('seconds', '')} |")
+    lines += failure_lines(stages)
     lines += dpo_section(manifest["stages"])
     sweep = manifest["stages"].get("sweep", {})
     if sweep.get("status") == "done" and "ablation" in sweep.get("metrics", {}):
@@ -28,6 +31,17 @@ def round_report(manifest: dict) -> str:
     if ablation.get("status") == "done" and "report" in ablation.get("metrics", {}):
         lines += ["", "# Ablation on fresh held-out songs (ablation/oracle.md)", "", ablation["metrics"]["report"]]
     return "\n".join(lines) + "\n"
+
+
+def failure_lines(stages: dict) -> list[str]:
+    """A line per stage with failed items: how many, and the first one's reason."""
+    lines = []
+    for name, record in stages.items():
+        metrics = record.get("metrics", {})
+        if metrics.get("failed") and metrics.get("failures"):
+            first = metrics["failures"][0]
+            lines.append(f"- {name}: {metrics['failed']} failed, e.g. {first.get('candidate_id')}: {first.get('error')}")
+    return ["", "Failed items (recorded in their rows; the stage went on):", "", *lines] if lines else []
 
 
 def dpo_section(stages: dict) -> list[str]:
