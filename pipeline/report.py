@@ -1,5 +1,6 @@
 """The round's report.md: every stage's status, rows, failed items and build time (with the first
-failure's reason, so a stage that lost many items is seen), each trained DPO strategy's held-out readings, the sweep's ablation, then the ablation stage's tables.
+failure's reason, so a stage that lost many items is seen), each trained DPO strategy's held-out
+readings, the sweep's ablation, then the ablation stage's tables.
 
 Rewritten whenever a stage finishes (runner.finish_stage), from the manifest alone, so it never
 shows a stage as running once the stage is done.
