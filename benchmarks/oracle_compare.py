@@ -3,7 +3,9 @@
 Every `NAME=MODEL_DIR` is asked for the same fresh held-out songs as base (the policy before DPO) (the round's own lyrics
 and conditions stages under a derived seed; each prompt's own seeds, the same for every model),
 and the table of paired differences from `--reference` (default base) is printed with the load
-average and wall time; raw rows go to `--out`.
+average and wall time; raw rows go to `--out`. `--quarters`: the same table for each quarter of
+the songs (the first and second half of the prompts x the first and second half of each prompt's
+seeds), to see how much one quarter's draw moves a difference.
 
     .venv/bin/python benchmarks/oracle_compare.py ROUND lyrics=/tmp/ae/lyrics-as-is/dpo/lyrics/model ... \\
         [--prompts 64 --seeds 2 --split validation --out benchmarks/results/oracle_compare.json]
@@ -33,6 +35,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--split", choices=["test", "validation"], default="test",
                         help="the prompts asked: the ablation's test prompts, or validation prompts disjoint from them")
+    parser.add_argument("--quarters", action="store_true", help="also the table for each quarter of the songs")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/oracle-compare"))
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results") / "oracle_compare.json")
     args = parser.parse_args()
@@ -52,13 +55,36 @@ def main() -> None:
     markdown = ablation_markdown(table, {}, reference=args.reference)
     wall = time.perf_counter() - started
     print(markdown)
+    quarters = quarter_tables(songs, args.reference) if args.quarters else {}
+    for name, text in quarters.items():
+        print(f"\n{name}:\n{text}")
     print(f"\n{args.prompts} prompts x {args.seeds} seeds; wall {wall:.0f} s; load {load} -> {os.getloadavg()}")
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     results[f"{args.round}:{args.split}:{args.prompts}x{args.seeds}:vs-{args.reference}"] = {
         "models": {n: str(f) for n, f in models.items()}, "table": table.to_dict(orient="records"), "markdown": markdown,
-        "wall_seconds": round(wall, 1), "load_before": [round(x, 2) for x in load]}  # fmt: skip
+        **({"quarters": quarters} if quarters else {}), "wall_seconds": round(wall, 1), "load_before": [round(x, 2) for x in load]}  # fmt: skip
     args.out.parent.mkdir(exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
+
+
+def quarter_tables(songs: dict, reference: str) -> dict[str, str]:
+    """The paired table for each quarter of the songs: first / second half of the prompts (in id
+    order) x first / second half of each prompt's seeds (in the evaluator's order)."""
+    prompts = sorted(songs[reference]["prompt_id"].unique())
+    first_prompts = set(prompts[: len(prompts) // 2])
+    tables = {}
+    for prompt_half in ("prompts 1st half", "prompts 2nd half"):
+        for seed_half in ("seeds 1st half", "seeds 2nd half"):
+            part = {}
+            for name, frame in songs.items():
+                order = frame.groupby("prompt_id").cumcount()
+                seeds_per_prompt = order.groupby(frame["prompt_id"]).transform("size")
+                in_prompts = frame["prompt_id"].isin(first_prompts) == (prompt_half == "prompts 1st half")
+                in_seeds = (order < seeds_per_prompt // 2) == (seed_half == "seeds 1st half")
+                part[name] = frame[in_prompts & in_seeds]
+            tables[f"{prompt_half}, {seed_half}"] = ablation_markdown(ablation_frame(part, base=reference), {},
+                                                                      reference=reference)  # fmt: skip
+    return tables
 
 
 if __name__ == "__main__":
