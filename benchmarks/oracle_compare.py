@@ -60,7 +60,9 @@ def main() -> None:
         print(f"\n{name}:\n{text}")
     print(f"\n{args.prompts} prompts x {args.seeds} seeds; wall {wall:.0f} s; load {load} -> {os.getloadavg()}")
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    results[f"{args.round}:{args.split}:{args.prompts}x{args.seeds}:vs-{args.reference}"] = {
+    # the models are part of the key: two comparisons on the same prompts must not overwrite each other
+    key = f"{args.round}:{args.split}:{args.prompts}x{args.seeds}:vs-{args.reference}:{','.join(sorted(models))}"
+    results[key] = {
         "models": {n: str(f) for n, f in models.items()}, "table": table.to_dict(orient="records"), "markdown": markdown,
         **({"quarters": quarters} if quarters else {}), "wall_seconds": round(wall, 1), "load_before": [round(x, 2) for x in load]}  # fmt: skip
     args.out.parent.mkdir(exist_ok=True)

@@ -17,7 +17,7 @@ becomes a list of phone symbols: word boundaries and stress marks are dropped, l
 (`iː`) and Mandarin tone digits (`o2`) stay part of the phone they follow, so a tone error is a
 substitution. espeak's language-switch flags (`(en)`) are removed, keeping the phones read.
 espeak is one global state per backend, not thread-safe: calls are serialised by a lock, as a
-round scores its shards in threads (two calls at once once merged their output lines).
+round scores its shards in threads (without it, two concurrent calls merged their output lines).
 
 Caveat: Debian's espeak-ng 1.51 reads many Mandarin syllables through its English fallback (你 ->
 `n ɪ θ ɹ iː`, i.e. "ni three"), so Chinese phone counts are inflated. The mapping is deterministic
