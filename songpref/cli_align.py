@@ -66,6 +66,8 @@ def ablation_command(
                                                         "(e.g. 0.25) and report controllability.")] = None,
     songs: Annotated[int, typer.Option(help="Also render and score the first N of those songs per model with the "
                                             "round's own scorers (PER, similarity, reward).")] = 0,
+    header_odds: Annotated[bool, typer.Option(help="Also compute each model's exact chance of hitting each prompt's "
+                                                   "tempo and mode, from its header distribution.")] = False,
 ) -> None:
     """Token-only ablation on the embedded world's oracle metrics (symbolic WER, tempo and mode hit, the crowd's
     utility): base, every DPO model and every merged point on the same fresh songs, paired differences vs base."""
@@ -79,7 +81,7 @@ def ablation_command(
         fail(f"--songs {songs}: must lie in [0, {prompts * seeds}] (the ablation's {prompts} prompts x {seeds} seeds)")
     try:
         _, markdown = oracle_ablation(config, RoundStore(round_dir), prompts, seeds,
-                                      progress=console.print, edge_step=edges, audio_songs=songs)  # fmt: skip
+                                      progress=console.print, edge_step=edges, audio_songs=songs, header_odds=header_odds)  # fmt: skip
     except ValueError as exc:
         fail(str(exc))
     print(markdown)

@@ -167,7 +167,8 @@ def test_oracle_ablation_asks_every_model_for_the_same_fresh_songs(trained):
 
 def test_the_ablation_stage_reports_oracle_and_audio_columns_in_the_round_report(trained):
     root, store, _ = trained
-    ablation = config({"dpo": DPO, "sweep": {**SWEEP, "ablation": {"prompts": 2, "seeds": 2, "songs": 2}}})
+    ablation = config({"dpo": DPO, "sweep": {**SWEEP, "ablation": {"prompts": 2, "seeds": 2, "songs": 2,
+                                                                    "header_odds": True}}})  # fmt: skip
     record = run_stage_locally("ablation", ablation, store)
     assert record["status"] == "done", record.get("errors")
     assert record["metrics"]["songs_per_model"] == 4 and record["metrics"]["models"] >= 5
@@ -176,9 +177,13 @@ def test_the_ablation_stage_reports_oracle_and_audio_columns_in_the_round_report
     for model, songs in audio.groupby("model"):  # the audio columns score the first of the oracle's songs
         first = oracle[oracle["model"] == model].head(len(songs))
         assert list(zip(songs["prompt_id"], songs["seed"])) == list(zip(first["prompt_id"], first["seed"]))
+    odds = pd.read_parquet(root / "ablation/header_odds.parquet")  # per model, one row per oracle prompt
+    assert all(set(frame["prompt_id"]) == set(oracle["prompt_id"]) and len(frame) == 2 for _, frame in odds.groupby("model"))
+    assert odds[["tempo_hit", "mode_hit"]].stack().between(0, 1).all() and (odds["unexplored"] < 0.01).all()
     assert run_stage_locally("ablation", ablation, store)["metrics"]["shards_built"] == 0
     report = (root / "report.md").read_text()
     assert "## Oracle metrics" in report and "## The round's own scorers on the same songs" in report
+    assert "## Tempo and mode hit probability (exact" in report
     assert report.count("## Oracle metrics") == 1
     off = config({"dpo": DPO, "sweep": {**SWEEP, "ablation": {"prompts": 0}}})
     skipped = run_stage_locally("ablation", off, store)

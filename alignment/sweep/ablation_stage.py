@@ -50,7 +50,7 @@ class AblationStage(Stage):
         if reason:
             return pa.Table.from_pylist([], schema=SCHEMA), {"status": "skipped", "reason": reason}
         table, markdown = oracle_ablation(self.config, self.store, ablation.prompts, ablation.seeds,
-                                          edge_step=ablation.edges, audio_songs=ablation.songs)  # fmt: skip
+                                          edge_step=ablation.edges, audio_songs=ablation.songs, header_odds=ablation.header_odds)  # fmt: skip
         own = table[table["model"] != "base"]
         return pa.Table.from_pandas(table[SCHEMA.names], schema=SCHEMA, preserve_index=False), {
             "status": "done", "songs_per_model": ablation.prompts * ablation.seeds, "models": int(table["model"].nunique()),

@@ -30,6 +30,8 @@ class AblationOptions(BaseModel):
                                             "round's own scorers (the audio columns); 0: oracle columns only.")
     edges: float | None = Field(None, gt=0, le=0.5, description="Also sample every simplex edge at this weight step "
                                                                 "and report controllability; null: no edges.")
+    header_odds: bool = Field(False, description="Also compute each model's exact chance of hitting each prompt's tempo "
+                                                 "and mode, from its header distribution (no song noise).")
 
     @model_validator(mode="after")
     def _songs_within_the_ablation(self):

@@ -170,7 +170,7 @@ def same_model(checkpoint: Path, models: dict[str, Path], done: dict) -> str | N
 
 
 def oracle_ablation(config, store, prompts: int, seeds: int, progress=None, edge_step: float | None = None,
-                    audio_songs: int = 0, split: str = "test") -> tuple[pd.DataFrame, str]:  # fmt: skip
+                    audio_songs: int = 0, split: str = "test", header_odds: bool = False) -> tuple[pd.DataFrame, str]:  # fmt: skip
     """Sample every model of the round on `prompts` fresh conditions (of `split`) x `seeds` seeds; writes
     ablation/oracle.parquet (one row per song and model) and ablation/oracle.md; returns the
     per-model table and the markdown. With `audio_songs`, the first that many of those songs are
@@ -198,12 +198,55 @@ def oracle_ablation(config, store, prompts: int, seeds: int, progress=None, edge
             "songs asked of every model; mean, and Δ vs base with a 95 % bootstrap interval over prompts. Bold: the "
             "model's own preference's target. Oracle metrics read from the songs' tokens (no audio, no ASR).")  # fmt: skip
     text = f"## Oracle metrics (the embedded world's ground truth)\n\n{markdown}\n\n{note}\n"
+    if header_odds:
+        text += "\n" + header_odds_report(config, store, models, conditions, progress)
     if audio_songs:
         text += "\n" + audio_report(config, store, models, conditions, seeds, audio_songs, progress)
     if edge_step is not None:
         text += "\n" + edge_report(config, store, conditions, seeds, edge_step, own, songs, progress)
     store.write_bytes("ablation/oracle.md", f"# Ablation\n\n{text}".encode("utf-8"))
     return table, text
+
+
+def expected_header_hits_frame(config, checkpoint: Path, conditions: list[dict]) -> pd.DataFrame:
+    """One row per prompt (seed 0): the model's exact probability of hitting its tempo and mode, and
+    the header mass left unexplored (pipeline.models.tiny.header_odds)."""
+    from pipeline.models.registry import load_song_model
+    from pipeline.models.tiny.header_odds import expected_header_hits
+
+    model = load_song_model("tiny", {**config.model.options, "checkpoint": str(checkpoint)}).model
+    s = config.sampling
+    return pd.DataFrame([{"prompt_id": c["condition_id"], "seed": 0,
+                          **expected_header_hits(model, c, s.temperature, s.top_k, s.top_p)} for c in conditions])  # fmt: skip
+
+
+def header_odds_report(config, store, models: dict[str, Path], conditions: list[dict], progress=None) -> str:
+    """Every model's exact tempo and mode hit probability per prompt, paired against base over the
+    prompts. Writes ablation/header_odds.parquet."""
+    import time
+
+    import pyarrow as pa
+
+    from pipeline.models.tiny.header_odds import HEADER_FLOOR, HEADER_HITS
+    from pipeline.preferences import preferences
+
+    started, odds = time.perf_counter(), {}
+    for name, checkpoint in models.items():
+        twin = same_model(checkpoint, models, odds)
+        odds[name] = odds[twin] if twin else expected_header_hits_frame(config, checkpoint, conditions)
+        if progress:
+            progress(f"header odds of {name}")
+    every = pd.concat([frame.assign(model=name) for name, frame in odds.items()], ignore_index=True)
+    store.write_table("ablation/header_odds.parquet", pa.Table.from_pandas(every, preserve_index=False))
+    labels = {m: f"P({m.replace('_', ' ')}) ↑" for m in HEADER_HITS}
+    own = {p.name: tuple(m for m in p.oracles if m in labels) for p in preferences().values()}
+    markdown = ablation_markdown(ablation_frame(odds, HEADER_HITS), own, labels)
+    return (f"## Tempo and mode hit probability (exact, from each model's header distribution)\n\n{markdown}\n\n"
+            f"The same {len(conditions)} prompts; per prompt, the probability that a sampled song hits its tempo and mode "
+            f"(the 3 header tokens decide both), so no song noise: an interval is the prompts' spread alone. 'songs' "
+            f"counts prompts. Header prefixes under probability {HEADER_FLOOR:g} are not expanded: at most "
+            f"{every['unexplored'].max():.4f} of a prompt's mass, by which a probability may read low. "
+            f"{time.perf_counter() - started:.0f} s for {len(models)} models.\n")  # fmt: skip
 
 
 def audio_report(config, store, models: dict[str, Path], conditions: list[dict], seeds: int, count: int,

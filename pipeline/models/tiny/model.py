@@ -34,6 +34,26 @@ LM_PREFIXES = ("kind_emb", "position_emb", "word_emb", "tag_emb", "header_emb", 
                "mixed_head")  # fmt: skip
 
 
+def sampling_probs(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """The distribution a draw samples from: softmax at `temperature` over the `top_k` tokens and the
+    smallest prefix reaching `top_p`; temperature 0 puts all mass on the argmax (greedy)."""
+    if temperature <= 0:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
+    logits = logits.float() / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs > top_p  # keeps the smallest prefix reaching top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    probs = logits.softmax(-1)
+    if not bool(torch.isfinite(probs).all()):
+        raise ValueError("sampling: the probability tensor contains inf or nan")
+    return probs
+
+
 class TinyLeLMConfig(PretrainedConfig):
     model_type = "tiny_lelm"
 
@@ -310,18 +330,7 @@ class TinyLeLM(PreTrainedModel):
         candidate's draws do not depend on when the other candidates of its batch end."""
         if temperature <= 0:
             return logits.argmax(-1)
-        logits = logits.float() / temperature
-        if top_k and top_k < logits.shape[-1]:
-            kth = logits.topk(top_k, dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        if top_p < 1.0:
-            sorted_logits, order = logits.sort(-1, descending=True)
-            probs = sorted_logits.softmax(-1)
-            drop = probs.cumsum(-1) - probs > top_p  # keeps the smallest prefix reaching top_p
-            logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-        probs = logits.softmax(-1).cpu()
-        if not bool(torch.isfinite(probs).all()):
-            raise ValueError("sampling: the probability tensor contains inf or nan")
+        probs = sampling_probs(logits, temperature, top_k, top_p).cpu()
         # torch.multinomial's draw of one sample, row by row from each row's generator (argmax of
         # p / q with q ~ Exp(1)), with the division and argmax done once for the batch: the same tokens.
         q = torch.ones_like(probs)

@@ -119,21 +119,27 @@ def decode_candidate(tokens: dict, condition: dict) -> Score:
     return SymbolicCodec().decode(tokens, condition, lyric_words(condition.get("lyric", "")))
 
 
+def header_metrics(score: Score, condition: dict) -> dict[str, float]:
+    """`tempo_hit` and `mode_hit`: what the song's header decided (pipeline.models.tiny.header_odds)."""
+    from pipeline.models.tiny.composer import mode_for
+    from pipeline.vocab import tempo_bucket
+
+    described = condition.get("tempo") or tempo_bucket(condition["bpm"])
+    return {"tempo_hit": float(tempo_bucket(score.tempo_bpm) == described),
+            "mode_hit": float(score.mode == mode_for(condition.get("emotion", "")))}  # fmt: skip
+
+
 def oracle_metrics(tokens: dict, condition: dict, weights: MusicalityWeights | None = None,
                    score: Score | None = None) -> dict[str, float]:  # fmt: skip
     """Every oracle metric of one sampled song (its token streams) for its condition; `score`: the
     song already decoded, if the caller has it."""
     from pipeline.models.tiny.codec import lyric_words, word_error_rate
-    from pipeline.models.tiny.composer import mode_for
-    from pipeline.vocab import tempo_bucket
 
     words = lyric_words(condition.get("lyric", ""))
     score = score or decode_candidate(tokens, condition)
-    described = condition.get("tempo") or tempo_bucket(condition["bpm"])
     return {
         "symbolic_wer": 100.0 * word_error_rate(score, words),  # x100, as PER
-        "tempo_hit": float(tempo_bucket(score.tempo_bpm) == described),
-        "mode_hit": float(score.mode == mode_for(condition.get("emotion", ""))),
+        **header_metrics(score, condition),
         "utility": utility(score, weights),
         "frames": float(len(tokens["mixed"])),
     }
