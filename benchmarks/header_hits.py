@@ -6,7 +6,7 @@ ablation's `header_odds` option does: what is left in an interval over prompts i
 spread. `--split train` asks the round's own prompts (what DPO saw), `test` / `validation` fresh
 ones as the ablation does.
 
-    .venv/bin/python benchmarks/header_hits.py ROUND [NAME=MODEL_DIR ...] [--split test --prompts 32]
+    .venv/bin/python benchmarks/header_hits.py ROUND [NAME=MODEL_DIR ...] [--split test --prompts 32] [--reference NAME]
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("models", nargs="*", help="NAME=MODEL_DIR; default: the round's own models")
     parser.add_argument("--split", choices=["train", "test", "validation"], default="test")
     parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--reference", default="base", help="the model every other is compared with (default: base)")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/header-hits"))
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results") / "header_hits.json")
     args = parser.parse_args()
@@ -50,19 +51,21 @@ def main() -> None:
         if not (Path(folder) / "config.json").is_file():
             parser.error(f"{spec}: {folder} is not a model folder (no config.json)")
         models[name] = Path(folder)
+    if args.reference not in models:
+        parser.error(f"--reference {args.reference}: not one of {', '.join(models)}")
     load, started = os.getloadavg(), time.perf_counter()
     conditions = prompts_of(config, store, args.split, args.prompts, args.scratch)
     rates = {name: expected_header_hits_frame(config, folder, conditions) for name, folder in models.items()}
-    table = ablation_frame(rates, HEADER_HITS)
+    table = ablation_frame(rates, HEADER_HITS, base=args.reference)
     labels = {m: f"P({m.replace('_', ' ')}) ↑" for m in HEADER_HITS}
-    markdown = ablation_markdown(table, {}, labels)
+    markdown = ablation_markdown(table, {}, labels, reference=args.reference)
     wall = time.perf_counter() - started
     print(markdown)
     unexplored = max(r["unexplored"].max() for r in rates.values())
     print(f"\n{len(conditions)} {args.split} prompts, exact up to {unexplored:.4f} of a prompt's mass; 'songs' counts "
           f"prompts; wall {wall:.0f} s; load {load} -> {os.getloadavg()}")  # fmt: skip
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    results[f"{args.round}:{args.split}:{args.prompts}:exact"] = {
+    results[f"{args.round}:{args.split}:{args.prompts}:exact:vs-{args.reference}:{','.join(sorted(models))}"] = {
         "models": {n: str(f) for n, f in models.items()}, "table": table.to_dict(orient="records"), "markdown": markdown,
         "per_prompt": {n: r.to_dict(orient="records") for n, r in rates.items()},
         "wall_seconds": round(wall, 1), "load_before": [round(x, 2) for x in load]}  # fmt: skip
