@@ -234,3 +234,16 @@ def test_later_stage_plans_load_no_model_library_and_follow_their_inputs(trained
     (copy / "manifest.json").write_text(json.dumps(manifest))
     retrained = _plans(CONFIG, store)
     assert {part for part in LATER if retrained[part] != found["plans"][part]} == {"merge", "sweep", "ablation"}
+
+
+def test_the_ablation_command_adds_the_exact_header_odds_on_request(trained):
+    from typer.testing import CliRunner
+
+    from songpref.cli import app
+
+    root, _, _ = trained
+    result = CliRunner().invoke(app, ["ablation", str(root), "--prompts", "2", "--seeds", "1", "--header-odds"])
+    assert result.exit_code == 0, result.output
+    assert "Tempo and mode hit probability (exact" in result.output and (root / "ablation/header_odds.parquet").is_file()
+    too_many = CliRunner().invoke(app, ["ablation", str(root), "--prompts", "2", "--seeds", "1", "--songs", "3"])
+    assert too_many.exit_code != 0 and "--songs 3" in too_many.output
