@@ -12,7 +12,6 @@ ones as the ablation does.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from pipeline.config import RoundConfig
 from pipeline.manifest import read_manifest
 from pipeline.models.tiny.header_odds import HEADER_HITS
 from pipeline.store import RoundStore
+from results_file import add_result, named_models  # benchmarks/, on the path as the script's folder
 
 
 def prompts_of(config, store: RoundStore, split: str, count: int, scratch: Path) -> list[dict]:
@@ -45,14 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     store = RoundStore(str(args.round))
     config = RoundConfig.model_validate(read_manifest(store)["config"])
-    models = round_models(config, store)
-    for spec in args.models:
-        name, _, folder = spec.partition("=")
-        if not (Path(folder) / "config.json").is_file():
-            parser.error(f"{spec}: {folder} is not a model folder (no config.json)")
-        models[name] = Path(folder)
-    if args.reference not in models:
-        parser.error(f"--reference {args.reference}: not one of {', '.join(models)}")
+    models = named_models(parser, round_models(config, store), args.models, args.reference)
     load, started = os.getloadavg(), time.perf_counter()
     conditions = prompts_of(config, store, args.split, args.prompts, args.scratch)
     rates = {name: expected_header_hits_frame(config, folder, conditions) for name, folder in models.items()}
@@ -64,13 +57,10 @@ def main() -> None:
     unexplored = max(r["unexplored"].max() for r in rates.values())
     print(f"\n{len(conditions)} {args.split} prompts, exact up to {unexplored:.4f} of a prompt's mass; 'songs' counts "
           f"prompts; wall {wall:.0f} s; load {load} -> {os.getloadavg()}")  # fmt: skip
-    results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    results[f"{args.round}:{args.split}:{args.prompts}:exact:vs-{args.reference}:{','.join(sorted(models))}"] = {
+    add_result(args.out, f"{args.round}:{args.split}:{args.prompts}:exact:vs-{args.reference}:{','.join(sorted(models))}", {
         "models": {n: str(f) for n, f in models.items()}, "table": table.to_dict(orient="records"), "markdown": markdown,
         "per_prompt": {n: r.to_dict(orient="records") for n, r in rates.items()},
-        "wall_seconds": round(wall, 1), "load_before": [round(x, 2) for x in load]}  # fmt: skip
-    args.out.parent.mkdir(exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+        "wall_seconds": round(wall, 1), "load_before": [round(x, 2) for x in load]})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ seeds), to see how much one quarter's draw moves a difference.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from alignment.sweep.oracle import ablation_frame, ablation_markdown, held_out_c
 from pipeline.config import RoundConfig
 from pipeline.manifest import read_manifest
 from pipeline.store import RoundStore
+from results_file import add_result, named_models  # benchmarks/, on the path as the script's folder
 
 
 def main() -> None:
@@ -40,14 +40,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results") / "oracle_compare.json")
     args = parser.parse_args()
     config = RoundConfig.model_validate(read_manifest(RoundStore(str(args.round)))["config"])
-    models = {"base": Path(policy_folder(config.model.backend, config.model.options, None))}
-    for spec in args.models:
-        name, _, folder = spec.partition("=")
-        if not (Path(folder) / "config.json").is_file():
-            parser.error(f"{spec}: {folder} is not a model folder (no config.json)")
-        models[name] = Path(folder)
-    if args.reference not in models:
-        parser.error(f"--reference {args.reference}: not one of {', '.join(models)}")
+    models = named_models(parser, {"base": Path(policy_folder(config.model.backend, config.model.options, None))}, args.models, args.reference)
     load, started = os.getloadavg(), time.perf_counter()
     conditions = held_out_conditions(config, args.prompts, args.scratch / f"held-out-{args.split}", split=args.split)
     songs = {name: sample_oracle(config, folder, conditions, args.seeds) for name, folder in models.items()}
@@ -59,14 +52,11 @@ def main() -> None:
     for name, text in quarters.items():
         print(f"\n{name}:\n{text}")
     print(f"\n{args.prompts} prompts x {args.seeds} seeds; wall {wall:.0f} s; load {load} -> {os.getloadavg()}")
-    results = json.loads(args.out.read_text()) if args.out.exists() else {}
     # the models are part of the key: two comparisons on the same prompts must not overwrite each other
     key = f"{args.round}:{args.split}:{args.prompts}x{args.seeds}:vs-{args.reference}:{','.join(sorted(models))}"
-    results[key] = {
+    add_result(args.out, key, {
         "models": {n: str(f) for n, f in models.items()}, "table": table.to_dict(orient="records"), "markdown": markdown,
-        **({"quarters": quarters} if quarters else {}), "wall_seconds": round(wall, 1), "load_before": [round(x, 2) for x in load]}  # fmt: skip
-    args.out.parent.mkdir(exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+        **({"quarters": quarters} if quarters else {}), "wall_seconds": round(wall, 1), "load_before": [round(x, 2) for x in load]})  # fmt: skip
 
 
 def quarter_tables(songs: dict, reference: str) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""How a benchmark writes its results file: whole or not at all, with the load average it ran under."""
+"""How a benchmark writes its results file: whole or not at all, with the load average it ran under;
+and how a comparison names the models it asks (`NAME=MODEL_DIR`)."""
 
 from __future__ import annotations
 
@@ -18,3 +19,24 @@ def write_results(path: Path, report: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=1) + "\n")
     tmp.replace(path)
+
+
+def add_result(path: Path, key: str, entry: dict) -> None:
+    """`entry` under `key` in the results file at `path` (the other keys kept), written whole."""
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results[key] = entry
+    write_results(path, results)
+
+
+def named_models(parser, models: dict[str, Path], specs: list[str], reference: str) -> dict[str, Path]:
+    """`models` plus every `NAME=MODEL_DIR` of `specs`; a parser error names a folder without a
+    model or a `--reference` that is none of them."""
+    models = dict(models)
+    for spec in specs:
+        name, _, folder = spec.partition("=")
+        if not (Path(folder) / "config.json").is_file():
+            parser.error(f"{spec}: {folder} is not a model folder (no config.json)")
+        models[name] = Path(folder)
+    if reference not in models:
+        parser.error(f"--reference {reference}: not one of {', '.join(models)}")
+    return models

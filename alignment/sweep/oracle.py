@@ -169,6 +169,26 @@ def same_model(checkpoint: Path, models: dict[str, Path], done: dict) -> str | N
     return next((name for name in done if model_identity(models[name]) == identity), None)
 
 
+def each_model(models: dict[str, Path], measure, done_text: str, progress=None) -> dict[str, pd.DataFrame]:
+    """`measure(name, checkpoint)` of every model, once per distinct weights (a twin shares its rows)."""
+    results: dict[str, pd.DataFrame] = {}
+    for name, checkpoint in models.items():
+        twin = same_model(checkpoint, models, results)
+        results[name] = results[twin] if twin else measure(name, checkpoint)
+        if progress:
+            progress(f"{done_text} {name}" + (f" (the same weights as {twin})" if twin else ""))
+    return results
+
+
+def write_model_rows(store, path: str, frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every model's rows in one table with a `model` column, written to `path` in the round."""
+    import pyarrow as pa
+
+    every = pd.concat([frame.assign(model=name) for name, frame in frames.items()], ignore_index=True)
+    store.write_table(path, pa.Table.from_pandas(every, preserve_index=False))
+    return every
+
+
 def oracle_ablation(config, store, prompts: int, seeds: int, progress=None, edge_step: float | None = None,
                     audio_songs: int = 0, split: str = "test", header_odds: bool = False) -> tuple[pd.DataFrame, str]:  # fmt: skip
     """Sample every model of the round on `prompts` fresh conditions (of `split`) x `seeds` seeds; writes
@@ -176,24 +196,19 @@ def oracle_ablation(config, store, prompts: int, seeds: int, progress=None, edge
     per-model table and the markdown. With `audio_songs`, the first that many of those songs are
     also rendered and scored by the round's own scorers (alignment.sweep.evaluate): the audio
     columns, ablation/audio.parquet. With `edge_step`, the simplex edges at that step on the same
-    songs (alignment.sweep.controllability): ablation/controllability.{parquet,md,png}."""
-    import pyarrow as pa
-
+    songs (alignment.sweep.controllability): ablation/controllability.{parquet,md,png}. With
+    `header_odds`, each model's exact tempo and mode hit probability on the same prompts
+    (pipeline.models.tiny.header_odds): ablation/header_odds.parquet."""
     from pipeline.preferences import preferences
 
     conditions = held_out_conditions(config, prompts, Path(store.path("ablation", split_prefix(split))), split)
     models = round_models(config, store)
-    songs = {}
-    for name, checkpoint in models.items():
-        twin = same_model(checkpoint, models, songs)
-        songs[name] = songs[twin] if twin else sample_oracle(config, checkpoint, conditions, seeds)
-        if progress:
-            progress(f"sampled {name}" + (f" (the same weights as {twin})" if twin else ""))
+    songs = each_model(models, lambda _, checkpoint: sample_oracle(config, checkpoint, conditions, seeds), "sampled",
+                       progress)  # fmt: skip
     own = {p.name: p.oracles for p in preferences().values()}
     table = ablation_frame(songs)
     markdown = ablation_markdown(table, own)
-    every = pd.concat([frame.assign(model=name) for name, frame in songs.items()], ignore_index=True)
-    store.write_table("ablation/oracle.parquet", pa.Table.from_pandas(every, preserve_index=False))
+    write_model_rows(store, "ablation/oracle.parquet", songs)
     note = (f"{len(conditions)} fresh {split_prefix(split)} prompts x {seeds} seeds = {len(conditions) * seeds} songs per model, the same "
             "songs asked of every model; mean, and Δ vs base with a 95 % bootstrap interval over prompts. Bold: the "
             "model's own preference's target. Oracle metrics read from the songs' tokens (no audio, no ASR).")  # fmt: skip
@@ -225,19 +240,13 @@ def header_odds_report(config, store, models: dict[str, Path], conditions: list[
     prompts. Writes ablation/header_odds.parquet."""
     import time
 
-    import pyarrow as pa
-
     from pipeline.models.tiny.header_odds import HEADER_FLOOR, HEADER_HITS
     from pipeline.preferences import preferences
 
-    started, odds = time.perf_counter(), {}
-    for name, checkpoint in models.items():
-        twin = same_model(checkpoint, models, odds)
-        odds[name] = odds[twin] if twin else expected_header_hits_frame(config, checkpoint, conditions)
-        if progress:
-            progress(f"header odds of {name}")
-    every = pd.concat([frame.assign(model=name) for name, frame in odds.items()], ignore_index=True)
-    store.write_table("ablation/header_odds.parquet", pa.Table.from_pandas(every, preserve_index=False))
+    started = time.perf_counter()
+    odds = each_model(models, lambda _, checkpoint: expected_header_hits_frame(config, checkpoint, conditions),
+                      "header odds of", progress)  # fmt: skip
+    every = write_model_rows(store, "ablation/header_odds.parquet", odds)
     labels = {m: f"P({m.replace('_', ' ')}) ↑" for m in HEADER_HITS}
     own = {p.name: tuple(m for m in p.oracles if m in labels) for p in preferences().values()}
     markdown = ablation_markdown(ablation_frame(odds, HEADER_HITS), own, labels)
@@ -256,8 +265,6 @@ def audio_report(config, store, models: dict[str, Path], conditions: list[dict],
     import math
     import time
 
-    import pyarrow as pa
-
     from alignment.sweep.evaluate import PolicyEvaluator, metric_directions
     from alignment.sweep.report import metric_labels
     from pipeline.preferences import preferences
@@ -265,14 +272,9 @@ def audio_report(config, store, models: dict[str, Path], conditions: list[dict],
     started = time.perf_counter()
     prompts = conditions[: math.ceil(count / seeds)]
     evaluator = PolicyEvaluator(config, store, prompts, seeds, config.seed)
-    songs = {}
-    for name, checkpoint in models.items():
-        twin = same_model(checkpoint, models, songs)
-        songs[name] = songs[twin] if twin else evaluator.evaluate(checkpoint, Path(store.path("ablation", ".audio-work", name)))
-        if progress:
-            progress(f"rendered and scored {name}")
-    every = pd.concat([frame.assign(model=name) for name, frame in songs.items()], ignore_index=True)
-    store.write_table("ablation/audio.parquet", pa.Table.from_pandas(every, preserve_index=False))
+    songs = each_model(models, lambda name, checkpoint: evaluator.evaluate(checkpoint, Path(store.path("ablation", ".audio-work", name))),
+                       "rendered and scored", progress)  # fmt: skip
+    write_model_rows(store, "ablation/audio.parquet", songs)
     table = ablation_frame(songs, list(metric_directions()))
     failed = {name: int(frame["error"].notna().sum()) for name, frame in songs.items()}
     own = {p.name: (p.score,) for p in preferences().values()}
