@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from alignment.policy import policy_folder
-from alignment.sweep.oracle import (ablation_frame, ablation_markdown, held_out_conditions, paired_songs,
-                                    per_prompt_differences, sample_oracle)
+from alignment.sweep.oracle import ablation_frame, ablation_markdown, held_out_conditions, sample_oracle
+from alignment.sweep.paired import paired_songs, per_prompt_differences
 from alignment_effect import copy_round
 from flows.stages import run_stage_locally
 from pipeline.allocator import keep_freed_memory

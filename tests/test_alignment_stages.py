@@ -127,6 +127,9 @@ def test_merge_and_sweep_write_models_table_front_and_plots(trained):
     assert len(results) == 6 + 3 and {"base", "dni", "joint"} <= set(results["point"])  # grid + named + baselines
     assert results["pareto"].any() and record["metrics"]["chosen"] in set(results["point"])
     assert record["metrics"]["hypervolume"] >= 0
+    by_point = results.set_index("point")  # dni is kept unless a point beats it clear of zero
+    assert by_point.loc["dni", "utility_vs_kept"] == 0
+    assert record["metrics"]["chosen"] == "dni" or by_point.loc[record["metrics"]["chosen"], "utility_vs_kept_low"] > 0
     for name in ("pareto.png", "simplex.png", "report.md"):
         assert (root / "sweep" / name).stat().st_size > 0
     table = record["metrics"]["ablation"]

@@ -8,7 +8,8 @@ import pytest
 
 from alignment.sweep.controllability import edge_markdown, edge_table, edges
 from alignment.sweep.grid import point_name
-from alignment.sweep.oracle import held_out_conditions, paired_difference
+from alignment.sweep.oracle import held_out_conditions
+from alignment.sweep.paired import paired_difference
 from pipeline.config import RoundConfig
 from pipeline.models.tiny.codec import SymbolicCodec, lyric_words
 from pipeline.models.tiny.composer import compose

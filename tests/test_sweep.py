@@ -87,3 +87,34 @@ def test_summary_interval_brackets_the_mean_and_counts_failures():
     assert out["songs"] == 4 and out["failed"] == 1
     assert out["per"]["low"] <= out["per"]["mean"] == 20.0 <= out["per"]["high"]
     assert out["similarity"]["low"] == out["similarity"]["high"] == 0.5
+
+
+def _songs(per_by_prompt: list[float], noise: list[float]) -> pd.DataFrame:
+    """Two seeds on each of 8 prompts; similarity and reward fixed, PER as given (± noise per seed)."""
+    rows = [{"prompt_id": f"p{i}", "seed": j, "per": per + (n if j else -n), "similarity": 0.7, "reward": 0.0, "error": None}
+            for i, (per, n) in enumerate(zip(per_by_prompt, noise)) for j in range(2)]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_the_kept_point_stays_chosen_unless_another_beats_it_clear_of_zero():
+    names = ["base", "dni", "steady", "lucky"]
+    songs = {"base": _songs([40.0] * 8, [5.0] * 8), "dni": _songs([30.0] * 8, [5.0] * 8),
+             "steady": _songs([28.0] * 8, [5.0] * 8),  # 2 PER points better on every prompt
+             "lucky": _songs([30 - 18, 30 + 13] * 4, [5.0] * 8)}  # fmt: skip  # 2.5 better on average, not on every prompt
+    frame = _frame([(n, "named", summarize(songs[n])["per"]["mean"], 0.7, 0.0, {}) for n in names])
+    assert choose(frame, {"per": 1.0}, songs, keep=None)[0] == "lucky"  # the highest mean
+    chosen, scores, against = choose(frame, {"per": 1.0}, songs, keep="dni")
+    assert chosen == "steady" and against["dni"]["diff"] == 0
+    assert against["steady"]["low"] > 0 and against["lucky"]["low"] < 0 < against["lucky"]["diff"]
+    del songs["steady"]
+    assert choose(frame[frame["point"] != "steady"], {"per": 1.0}, songs, keep="dni")[0] == "dni"
+    with pytest.raises(ValueError, match="sweep.keep: point 'joint' was not evaluated"):
+        choose(frame, {"per": 1.0}, songs, keep="joint")
+
+
+def test_sweep_keep_names_a_point():
+    from alignment.sweep.options import SweepOptions
+
+    assert SweepOptions().keep == "dni" and SweepOptions(keep="base").keep == "base" and SweepOptions(keep=None).keep is None
+    with pytest.raises(ValueError, match="keep: 'centre' is not a named point \\(dni\\) nor base"):
+        SweepOptions(keep="centre")

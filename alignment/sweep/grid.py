@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from alignment.sweep.evaluate import metric_directions
+from alignment.sweep.paired import paired_difference
 
 
 def simplex_grid(strategies: list[str], step: float) -> list[dict[str, float]]:
@@ -83,11 +84,32 @@ def normalised(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndar
     return (values - low) / span
 
 
-def choose(frame: pd.DataFrame, utility: dict[str, float]) -> tuple[str, np.ndarray]:
-    """The point maximising Σ wₘ · (metric m scaled to [0, 1] over the sweep, larger = better);
-    returns its name and every point's utility."""
+def choose(frame: pd.DataFrame, utility: dict[str, float], songs: dict[str, pd.DataFrame] | None = None,
+           keep: str | None = None) -> tuple[str, np.ndarray, dict[str, dict]]:
+    """The chosen point, every point's utility Σ wₘ · (metric m scaled to [0, 1] over the sweep's
+    point means, larger = better), and every point's paired utility difference from `keep`.
+
+    keep None: the point of highest utility. Else `keep` stays chosen unless some point's songs
+    beat its songs (the same prompts and seeds) with a 95 % interval over prompts clear of zero;
+    of those that do, the one of highest utility. A handful of songs a point cannot tell small
+    differences apart, and the point of highest mean is then mostly the luckiest one."""
     values = oriented(frame)
-    scaled = normalised(values, np.nanmin(values, axis=0), np.nanmax(values, axis=0))
+    low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
     weights = np.array([utility.get(m, 0.0) for m in metric_directions()])
-    scores = np.where(np.isfinite(scaled).all(axis=1), scaled @ weights, -np.inf)
-    return str(frame["point"].iloc[int(np.argmax(scores))]), scores
+    scores = np.where(np.isfinite(values).all(axis=1), normalised(values, low, high) @ weights, -np.inf)
+    names = [str(name) for name in frame["point"]]
+    if keep is None:
+        return names[int(np.argmax(scores))], scores, {}
+    if keep not in names or songs is None:
+        raise ValueError(f"sweep.keep: point {keep!r} was not evaluated; points: {', '.join(names)}")
+    scaled = {name: songs[name].assign(utility=song_utility(songs[name], low, high, weights)) for name in names}
+    against = {name: paired_difference(scaled[name], scaled[keep], "utility") for name in names}
+    better = [i for i, name in enumerate(names) if against[name]["low"] > 0]
+    chosen = names[max(better, key=lambda i: scores[i])] if better else keep
+    return chosen, scores, against
+
+
+def song_utility(songs: pd.DataFrame, low: np.ndarray, high: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Each song's utility on the sweep's scale (that of `choose`); NaN where a metric is missing."""
+    values = np.stack([songs[m].to_numpy(dtype=float) * (1 if up else -1) for m, up in metric_directions().items()], axis=1)
+    return normalised(values, low, high) @ weights

@@ -65,6 +65,10 @@ class SweepOptions(BaseModel):
         description="Weights of the declared utility (each preference's metric, by score name, scaled to [0, 1] over "
         "the sweep) that picks the chosen point; default 1 for every metric.",
     )
+    keep: str | None = Field(
+        "dni", description="The point chosen unless another point's utility beats it on the same songs with a paired "
+        "95 % interval over prompts clear of zero (a named point or base); null: the point of highest mean utility.",
+    )
 
     @field_validator("named")
     @classmethod
@@ -75,6 +79,13 @@ class SweepOptions(BaseModel):
             if unknown:
                 raise ValueError(f"point {point!r}: unknown preference {unknown[0]!r}; preferences are: {', '.join(names)}")
         return named
+
+    @model_validator(mode="after")
+    def _keep_is_a_point(self):
+        if self.keep is not None and self.keep != "base" and self.keep not in self.named:
+            raise ValueError(f"keep: {self.keep!r} is not a named point ({', '.join(self.named) or 'none'}) nor base; "
+                             "name one of them, or null to choose the point of highest mean utility")
+        return self
 
     @field_validator("utility")
     @classmethod

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from pipeline.digest import derive_seed
+from alignment.sweep.paired import paired_difference
 from pipeline.models.tiny.oracle import ORACLE_METRICS, oracle_metrics
 
 # Two disjoint sets of fresh prompts: "test" is what the ablation reports; "validation" is for
@@ -78,30 +78,6 @@ def sample_oracle(config, checkpoint: Path, conditions: list[dict], seeds: int) 
         for (condition, seed), tokens in zip(batch, songs):
             rows.append({"prompt_id": condition["condition_id"], "seed": seed, **oracle_metrics(tokens, condition)})
     return pd.DataFrame(rows)
-
-
-def paired_songs(model: pd.DataFrame, base: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The model's and base's songs joined on (prompt, seed), songs a scorer failed on left out."""
-    joined = model.merge(base, on=["prompt_id", "seed"], suffixes=("", "_base"))
-    return joined[joined[metric].notna() & joined[f"{metric}_base"].notna()]
-
-
-def per_prompt_differences(joined: pd.DataFrame, metric: str) -> np.ndarray:
-    """Model minus base, averaged over each prompt's seeds, in prompt order (songs of one prompt are
-    not independent, so prompts are what an interval resamples)."""
-    return (joined[metric] - joined[f"{metric}_base"]).groupby(joined["prompt_id"]).mean().sort_index().to_numpy()
-
-
-def paired_difference(model: pd.DataFrame, base: pd.DataFrame, metric: str, resamples: int = 2000,
-                      seed: int = 0) -> dict:  # fmt: skip
-    """Mean of `metric` for the model and its difference from base over the same (prompt, seed)
-    songs, with a 95 % bootstrap interval over prompts."""
-    joined = paired_songs(model, base, metric)
-    per_prompt = per_prompt_differences(joined, metric)
-    rng = np.random.default_rng(seed)
-    means = per_prompt[rng.integers(0, len(per_prompt), size=(resamples, len(per_prompt)))].mean(axis=1)
-    return {"mean": float(joined[metric].mean()), "diff": float(per_prompt.mean()),
-            "low": float(np.quantile(means, 0.025)), "high": float(np.quantile(means, 0.975)), "songs": len(joined)}  # fmt: skip
 
 
 REPORTED = (*ORACLE_METRICS, "frames")  # frames: the songs' length, to see a policy's length drift

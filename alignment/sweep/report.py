@@ -19,6 +19,7 @@ from alignment.sweep.grid import choose, hypervolume, oriented, pareto_mask, swe
 from pipeline.preferences import JOINT, preferences
 
 START, END = "<!-- ablation:start -->", "<!-- ablation:end -->"
+KEPT_COLUMNS = ("utility_vs_kept", "utility_vs_kept_low", "utility_vs_kept_high")
 
 
 def ablation_rows() -> dict[str, str]:
@@ -38,8 +39,10 @@ def write_sweep_report(store, points: dict, songs: dict[str, pd.DataFrame], opti
     frame = sweep({n: s for n, s in points.items() if n in songs}, lambda name, spec: summarize(songs[name]))
     values = oriented(frame)
     frame["pareto"] = pareto_mask(values)
-    chosen, utility = choose(frame, options.utility)
+    chosen, utility, against = choose(frame, options.utility, songs, options.keep)
     frame["utility"] = utility
+    for column, key in zip(KEPT_COLUMNS, ("diff", "low", "high")):
+        frame[column] = [against[name][key] if against else np.nan for name in frame["point"]]
     nadir = np.nanmin(values, axis=0)
     span = np.nanmax(values, axis=0) - nadir
     scaled = (values - nadir) / np.where(span > 0, span, 1.0)
@@ -91,13 +94,16 @@ def _vertex(by_name: pd.DataFrame, axes: list[str], strategy: str) -> str | None
 
 
 def _report(frame: pd.DataFrame, table: str, chosen: str, volume: float, options) -> str:
-    shown = frame[["point", "kind", *metric_directions(), "pareto", "utility", "songs", "failed"]].copy()
+    shown = frame[["point", "kind", *metric_directions(), "pareto", "utility", *KEPT_COLUMNS, "songs", "failed"]].copy()
+    rule = ("the point of highest utility" if options.keep is None else
+            f"{options.keep}, unless a point's songs beat its songs in utility with a paired 95 % interval over prompts "
+            "clear of zero (columns utility_vs_kept); then the point of highest utility among those")
     lines = ["# Interpolation sweep", "",
              f"Points: {len(frame)} (grid step {options.step}, form {options.form}); songs per point: "
              f"{options.prompts} held-out prompts x {options.seeds} seeds, the same for every point.",
              f"Pareto front: {int(frame['pareto'].sum())} points; hypervolume {volume:.4f} (metrics scaled to [0, 1] "
              "over the sweep, reference at the worst value of each).",
-             f"Chosen point (utility weights {options.utility}): **{chosen}**.", "",
+             f"Chosen point (utility weights {options.utility}; {rule}): **{chosen}**.", "",
              "## Ablation", "", table, "",
              "Mean over the songs scored, [95 % bootstrap interval over those songs].", "",
              "## Every point", "", _markdown(shown), "", "![Pareto fronts](pareto.png)"]  # fmt: skip
