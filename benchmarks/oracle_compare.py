@@ -5,7 +5,9 @@ and conditions stages under a derived seed; each prompt's own seeds, the same fo
 and the table of paired differences from `--reference` (default base) is printed with the load
 average and wall time; raw rows go to `--out`. `--quarters`: the same table for each quarter of
 the songs (the first and second half of the prompts x the first and second half of each prompt's
-seeds), to see how much one quarter's draw moves a difference.
+seeds), to see how much one quarter's draw moves a difference. `--audio N`: also the first N songs of
+each model rendered and scored by the round's own scorers (PER, similarity, reward), the same
+songs for every model, so models of two rounds are judged by one round's scorers.
 
     .venv/bin/python benchmarks/oracle_compare.py ROUND lyrics=/tmp/ae/lyrics-as-is/dpo/lyrics/model ... \\
         [--prompts 64 --seeds 2 --split validation --out benchmarks/results/oracle_compare.json]
@@ -14,7 +16,9 @@ seeds), to see how much one quarter's draw moves a difference.
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,27 +40,50 @@ def main() -> None:
     parser.add_argument("--split", choices=["test", "validation"], default="test",
                         help="the prompts asked: the ablation's test prompts, or validation prompts disjoint from them")
     parser.add_argument("--quarters", action="store_true", help="also the table for each quarter of the songs")
+    parser.add_argument("--audio", type=int, default=0, metavar="N",
+                        help="also render and score the first N songs per model with the round's own scorers")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/oracle-compare"))
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results") / "oracle_compare.json")
     args = parser.parse_args()
-    config = RoundConfig.model_validate(read_manifest(RoundStore(str(args.round)))["config"])
+    store = RoundStore(str(args.round))
+    config = RoundConfig.model_validate(read_manifest(store)["config"])
+    if args.audio > args.prompts * args.seeds:
+        parser.error(f"--audio {args.audio}: more than the {args.prompts} prompts x {args.seeds} seeds asked")
     models = named_models(parser, {"base": Path(policy_folder(config.model.backend, config.model.options, None))}, args.models, args.reference)
     load, started = os.getloadavg(), time.perf_counter()
     conditions = held_out_conditions(config, args.prompts, args.scratch / f"held-out-{args.split}", split=args.split)
     songs = {name: sample_oracle(config, folder, conditions, args.seeds) for name, folder in models.items()}
     table = ablation_frame(songs, base=args.reference)
     markdown = ablation_markdown(table, {}, reference=args.reference)
-    wall = time.perf_counter() - started
     print(markdown)
     quarters = quarter_tables(songs, args.reference) if args.quarters else {}
     for name, text in quarters.items():
         print(f"\n{name}:\n{text}")
+    audio = audio_table(config, store, models, conditions, args.seeds, args.audio, args.reference) if args.audio else None
+    if audio is not None:
+        print(f"\nThe round's own scorers, the first {args.audio} songs:\n{audio['markdown']}")
+    wall = time.perf_counter() - started
     print(f"\n{args.prompts} prompts x {args.seeds} seeds; wall {wall:.0f} s; load {load} -> {os.getloadavg()}")
     # the models are part of the key: two comparisons on the same prompts must not overwrite each other
     key = f"{args.round}:{args.split}:{args.prompts}x{args.seeds}:vs-{args.reference}:{','.join(sorted(models))}"
     add_result(args.out, key, {
         "models": {n: str(f) for n, f in models.items()}, "table": table.to_dict(orient="records"), "markdown": markdown,
-        **({"quarters": quarters} if quarters else {}), "wall_seconds": round(wall, 1), "load_before": [round(x, 2) for x in load]})  # fmt: skip
+        **({"quarters": quarters} if quarters else {}), **({"audio": audio} if audio else {}), "wall_seconds": round(wall, 1), "load_before": [round(x, 2) for x in load]})  # fmt: skip
+
+
+def audio_table(config, store, models: dict[str, Path], conditions: list[dict], seeds: int, count: int,
+                reference: str) -> dict:  # fmt: skip
+    """The first `count` songs of every model rendered and scored as the round's candidates are; the
+    paired table (rows and markdown) of each preference's metric against `reference`."""
+    from alignment.sweep.evaluate import PolicyEvaluator, metric_directions
+    from alignment.sweep.report import metric_labels
+
+    evaluator = PolicyEvaluator(config, store, conditions[: math.ceil(count / seeds)], seeds, config.seed)
+    songs = {name: evaluator.evaluate(folder, Path(tempfile.mkdtemp(prefix=f"audio-{name}-"))) for name, folder in models.items()}
+    table = ablation_frame(songs, list(metric_directions()), base=reference)
+    failed = {name: int(frame["error"].notna().sum()) for name, frame in songs.items()}
+    markdown = ablation_markdown(table, {}, metric_labels(), failed, reference=reference)
+    return {"table": table.to_dict(orient="records"), "failed": failed, "markdown": markdown}
 
 
 def quarter_tables(songs: dict, reference: str) -> dict[str, str]:

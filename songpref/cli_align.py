@@ -46,8 +46,12 @@ def sweep_command(
     from pipeline.manifest import read_manifest
     from pipeline.store import RoundStore
 
+    from flows.stages import stages_until
+
     config = round_config(round_dir, set_)
-    run_stages(round_dir, config, ["merge", "sweep"])
+    # Every stage up to the sweep: under a changed config (--set) the finished stages turn stale, and
+    # each one's unchanged shards are then reused (a sweep option retrains nothing).
+    run_stages(round_dir, config, stages_until("sweep"))
     metrics = read_manifest(RoundStore(round_dir))["stages"]["sweep"]["metrics"]
     print(metrics["ablation"])
     print(f"\nchosen point: {metrics['chosen']} · Pareto points {metrics['pareto_points']} · hypervolume {metrics['hypervolume']:.4f}")

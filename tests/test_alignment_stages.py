@@ -250,3 +250,23 @@ def test_the_ablation_command_adds_the_exact_header_odds_on_request(trained):
     assert "Tempo and mode hit probability (exact" in result.output and (root / "ablation/header_odds.parquet").is_file()
     too_many = CliRunner().invoke(app, ["ablation", str(root), "--prompts", "2", "--seeds", "1", "--songs", "3"])
     assert too_many.exit_code != 0 and "--songs 3" in too_many.output
+
+
+def test_the_sweep_command_with_a_changed_sweep_option_reuses_every_earlier_shard(trained, tmp_path):
+    from typer.testing import CliRunner
+
+    from songpref.cli import app
+
+    root, _, _ = trained
+    copy = tmp_path / "round"
+    shutil.copytree(root, copy)
+    assert CliRunner().invoke(app, ["sweep", str(copy)]).exit_code == 0  # every stage up to the sweep, under one config
+    seeds = read_manifest(RoundStore(str(copy)))["config"]["sweep"]["seeds"]
+    prompts = set(pd.read_parquet(copy / "sweep/results.parquet")["songs"] // seeds)
+    result = CliRunner().invoke(app, ["sweep", str(copy), "--set", f"sweep.seeds={seeds + 1}"])  # turns them stale
+    assert result.exit_code == 0, result.output
+    stages = read_manifest(RoundStore(str(copy)))["stages"]
+    earlier = {name: (r["status"], r["metrics"].get("shards_built", 0)) for name, r in stages.items() if name not in ("sweep", "ablation")}
+    assert set(earlier.values()) == {("done", 0)}, earlier
+    songs = pd.read_parquet(copy / "sweep/results.parquet")["songs"]
+    assert stages["sweep"]["status"] == "done" and set(songs) == {p * (seeds + 1) for p in prompts}

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from alignment.sweep.evaluate import metric_directions, summarize
-from alignment.sweep.grid import choose, hypervolume, oriented, pareto_mask, sweep
+from alignment.sweep.grid import choose, hypervolume, normalised, oriented, pareto_mask, sweep
 from pipeline.preferences import JOINT, preferences
 
 START, END = "<!-- ablation:start -->", "<!-- ablation:end -->"
@@ -43,9 +43,7 @@ def write_sweep_report(store, points: dict, songs: dict[str, pd.DataFrame], opti
     frame["utility"] = utility
     for column, key in zip(KEPT_COLUMNS, ("diff", "low", "high")):
         frame[column] = [against[name][key] if against else np.nan for name in frame["point"]]
-    nadir = np.nanmin(values, axis=0)
-    span = np.nanmax(values, axis=0) - nadir
-    scaled = (values - nadir) / np.where(span > 0, span, 1.0)
+    scaled = normalised(values, np.nanmin(values, axis=0), np.nanmax(values, axis=0))
     volume = hypervolume(scaled[frame["pareto"].to_numpy()], np.zeros(values.shape[1]) - 1e-9)
     store.write_table("sweep/results.parquet", pa.Table.from_pandas(frame, preserve_index=False))
     store.write_bytes("sweep/pareto.png", _pareto_png(frame, chosen))
