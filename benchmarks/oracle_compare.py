@@ -16,14 +16,12 @@ songs for every model, so models of two rounds are judged by one round's scorers
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import tempfile
 import time
 from pathlib import Path
 
 from alignment.policy import policy_folder
-from alignment.sweep.oracle import ablation_frame, ablation_markdown, held_out_conditions, sample_oracle
+from alignment.sweep.oracle import ablation_frame, ablation_markdown, audio_songs, audio_table, held_out_conditions, sample_oracle
 from pipeline.config import RoundConfig
 from pipeline.manifest import read_manifest
 from pipeline.store import RoundStore
@@ -59,7 +57,7 @@ def main() -> None:
     quarters = quarter_tables(songs, args.reference) if args.quarters else {}
     for name, text in quarters.items():
         print(f"\n{name}:\n{text}")
-    audio = audio_table(config, store, models, conditions, args.seeds, args.audio, args.reference) if args.audio else None
+    audio = audio_rows(config, store, models, conditions, args, scratch=args.scratch / "audio") if args.audio else None
     if audio is not None:
         print(f"\nThe round's own scorers, the first {args.audio} songs:\n{audio['markdown']}")
     wall = time.perf_counter() - started
@@ -71,18 +69,11 @@ def main() -> None:
         **({"quarters": quarters} if quarters else {}), **({"audio": audio} if audio else {}), "wall_seconds": round(wall, 1), "load_before": [round(x, 2) for x in load]})  # fmt: skip
 
 
-def audio_table(config, store, models: dict[str, Path], conditions: list[dict], seeds: int, count: int,
-                reference: str) -> dict:  # fmt: skip
-    """The first `count` songs of every model rendered and scored as the round's candidates are; the
-    paired table (rows and markdown) of each preference's metric against `reference`."""
-    from alignment.sweep.evaluate import PolicyEvaluator, metric_directions
-    from alignment.sweep.report import metric_labels
-
-    evaluator = PolicyEvaluator(config, store, conditions[: math.ceil(count / seeds)], seeds, config.seed)
-    songs = {name: evaluator.evaluate(folder, Path(tempfile.mkdtemp(prefix=f"audio-{name}-"))) for name, folder in models.items()}
-    table = ablation_frame(songs, list(metric_directions()), base=reference)
-    failed = {name: int(frame["error"].notna().sum()) for name, frame in songs.items()}
-    markdown = ablation_markdown(table, {}, metric_labels(), failed, reference=reference)
+def audio_rows(config, store, models: dict[str, Path], conditions: list[dict], args, scratch: Path) -> dict:
+    """The first `args.audio` songs of every model scored by the round's own scorers; the paired
+    table (rows and markdown) against `args.reference`."""
+    songs = audio_songs(config, store, models, conditions, args.seeds, args.audio, scratch)
+    table, failed, markdown = audio_table(songs, {}, args.reference)
     return {"table": table.to_dict(orient="records"), "failed": failed, "markdown": markdown}
 
 

@@ -234,30 +234,47 @@ def header_odds_report(config, store, models: dict[str, Path], conditions: list[
             f"{time.perf_counter() - started:.0f} s for {len(models)} models.\n")  # fmt: skip
 
 
+def audio_songs(config, store, models: dict[str, Path], conditions: list[dict], seeds: int, count: int,
+                work_dir: Path, progress=None) -> dict[str, pd.DataFrame]:  # fmt: skip
+    """The first `count` of the songs `conditions` x `seeds` of every model, rendered and scored as
+    candidates are (by the round's own scorers), once per distinct weights."""
+    import math
+
+    from alignment.sweep.evaluate import PolicyEvaluator
+
+    evaluator = PolicyEvaluator(config, store, conditions[: math.ceil(count / seeds)], seeds, config.seed)
+    return each_model(models, lambda name, checkpoint: evaluator.evaluate(checkpoint, work_dir / name),
+                      "rendered and scored", progress)  # fmt: skip
+
+
+def audio_table(songs: dict[str, pd.DataFrame], own: dict[str, tuple[str, ...]],
+                reference: str = "base") -> tuple[pd.DataFrame, dict[str, int], str]:  # fmt: skip
+    """The paired table of each preference's metric against `reference`: rows, each model's songs a
+    scorer could not score, and markdown."""
+    from alignment.sweep.evaluate import metric_directions
+    from alignment.sweep.report import metric_labels
+
+    table = ablation_frame(songs, list(metric_directions()), base=reference)
+    failed = {name: int(frame["error"].notna().sum()) for name, frame in songs.items()}
+    return table, failed, ablation_markdown(table, own, metric_labels(), failed, reference=reference)
+
+
 def audio_report(config, store, models: dict[str, Path], conditions: list[dict], seeds: int, count: int,
                  progress=None) -> str:  # fmt: skip
     """The first `count` ablation songs of every model rendered and scored as candidates are; the
     paired table on each preference's own metric. Writes ablation/audio.parquet."""
-    import math
     import time
 
-    from alignment.sweep.evaluate import PolicyEvaluator, metric_directions
-    from alignment.sweep.report import metric_labels
     from pipeline.preferences import preferences
 
     started = time.perf_counter()
-    prompts = conditions[: math.ceil(count / seeds)]
-    evaluator = PolicyEvaluator(config, store, prompts, seeds, config.seed)
-    songs = each_model(models, lambda name, checkpoint: evaluator.evaluate(checkpoint, Path(store.path("ablation", ".audio-work", name))),
-                       "rendered and scored", progress)  # fmt: skip
+    songs = audio_songs(config, store, models, conditions, seeds, count, Path(store.path("ablation", ".audio-work")), progress)
     write_model_rows(store, "ablation/audio.parquet", songs)
-    table = ablation_frame(songs, list(metric_directions()))
-    failed = {name: int(frame["error"].notna().sum()) for name, frame in songs.items()}
-    own = {p.name: (p.score,) for p in preferences().values()}
-    markdown = ablation_markdown(table, own, metric_labels(), failed)
+    _, _, markdown = audio_table(songs, {p.name: (p.score,) for p in preferences().values()})
+    prompts = len(next(iter(songs.values()))["prompt_id"].unique())
     seconds = time.perf_counter() - started
-    return (f"## The round's own scorers on the same songs\n\n{markdown}\n\n{len(prompts)} prompts x {seeds} seeds = "
-            f"{len(prompts) * seeds} songs per model, the first of the songs above (same prompts, same seeds), rendered "
+    return (f"## The round's own scorers on the same songs\n\n{markdown}\n\n{prompts} prompts x {seeds} seeds = "
+            f"{prompts * seeds} songs per model, the first of the songs above (same prompts, same seeds), rendered "
             f"and scored as candidates are; failed: songs a scorer could not score (e.g. too short), left out of the "
             f"pairs. {seconds:.0f} s for {len(models)} models.\n")  # fmt: skip
 
