@@ -54,7 +54,7 @@ server-stop: setup
 	$(VENV)/bin/songpref server stop
 
 test: setup
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) rounds .pytest_cache

@@ -16,6 +16,10 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One core per worker (make test runs two): two workers' OpenMP thread pools on the same two
+    # cores spin against each other, and a test then takes several times as long.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 keep_freed_memory()  # as the CLI and the flows do: torch's large tensors stay in the heap
 

@@ -260,13 +260,18 @@ def test_the_sweep_command_with_a_changed_sweep_option_reuses_every_earlier_shar
     root, _, _ = trained
     copy = tmp_path / "round"
     shutil.copytree(root, copy)
-    assert CliRunner().invoke(app, ["sweep", str(copy)]).exit_code == 0  # every stage up to the sweep, under one config
-    seeds = read_manifest(RoundStore(str(copy)))["config"]["sweep"]["seeds"]
-    prompts = set(pd.read_parquet(copy / "sweep/results.parquet")["songs"] // seeds)
-    result = CliRunner().invoke(app, ["sweep", str(copy), "--set", f"sweep.seeds={seeds + 1}"])  # turns them stale
+    # The module's DPO settings, so the first run trains nothing; a sweep of the vertices, one song a point.
+    as_trained = ["--set", f"dpo={json.dumps(DPO)}", "--set", f"sweep={json.dumps({**SWEEP, 'step': 1.0})}"]
+    first = CliRunner().invoke(app, ["sweep", str(copy), *as_trained])  # every stage up to the sweep, under one config
+    assert first.exit_code == 0, first.output
+    built = {name: r["metrics"].get("shards_built", 0) for name, r in read_manifest(RoundStore(str(copy)))["stages"].items()}
+    assert all(built[f"dpo/{s}"] == 0 for s in ("lyrics", "prompt", "musicality", "joint")), built
+    prompts = set(pd.read_parquet(copy / "sweep/results.parquet")["songs"] // SWEEP["seeds"])
+    seeds = SWEEP["seeds"] + 1
+    result = CliRunner().invoke(app, ["sweep", str(copy), *as_trained, "--set", f"sweep.seeds={seeds}"])  # turns them stale
     assert result.exit_code == 0, result.output
     stages = read_manifest(RoundStore(str(copy)))["stages"]
     earlier = {name: (r["status"], r["metrics"].get("shards_built", 0)) for name, r in stages.items() if name not in ("sweep", "ablation")}
     assert set(earlier.values()) == {("done", 0)}, earlier
     songs = pd.read_parquet(copy / "sweep/results.parquet")["songs"]
-    assert stages["sweep"]["status"] == "done" and set(songs) == {p * (seeds + 1) for p in prompts}
+    assert stages["sweep"]["status"] == "done" and set(songs) == {p * seeds for p in prompts}

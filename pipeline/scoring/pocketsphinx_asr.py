@@ -19,6 +19,7 @@ decoder each.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import shutil
@@ -75,13 +76,20 @@ def model_paths() -> dict[str, str]:
     return {"hmm": str(root / "en-us"), "dict": str(root / "cmudict-en-us.dict"), "lm": str(root / "en-us.lm.bin")}
 
 
-def _cmudict(path: str) -> dict[str, list[str]]:
-    """word -> its dictionary lines (alternate pronunciations are `word(2) ...`)."""
+def _cmudict(path: str) -> dict[str, tuple[str, ...]]:
+    """word -> its dictionary lines (alternate pronunciations are `word(2) ...`); a copy the caller
+    may extend, of one parse per process (135,000 lines, about a second: every scorer preparing
+    for a sweep point or a scores shard used to read it again)."""
+    return dict(_parsed_cmudict(path))
+
+
+@functools.lru_cache(maxsize=2)
+def _parsed_cmudict(path: str) -> dict[str, tuple[str, ...]]:
     entries: dict[str, list[str]] = defaultdict(list)
     with open(path, encoding="utf-8") as f:
         for line in filter(str.strip, f):
             entries[line.split(" ", 1)[0].split("(", 1)[0]].append(line.rstrip("\n"))
-    return entries
+    return {word: tuple(lines) for word, lines in entries.items()}  # immutable: the cache is shared
 
 
 def arpa_lm(sentences: list[list[str]], order: int) -> str:
