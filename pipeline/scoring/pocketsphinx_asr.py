@@ -77,9 +77,9 @@ def model_paths() -> dict[str, str]:
 
 
 def _cmudict(path: str) -> dict[str, tuple[str, ...]]:
-    """word -> its dictionary lines (alternate pronunciations are `word(2) ...`); a copy the caller
-    may extend, of one parse per process (135,000 lines, about a second: every scorer preparing
-    for a sweep point or a scores shard used to read it again)."""
+    """word -> its dictionary lines (alternate pronunciations are `word(2) ...`): a copy the caller
+    may extend. Parsed once per process: 135,000 lines take about a second, and a scorer prepares
+    again for every scores shard and sweep point."""
     return dict(_parsed_cmudict(path))
 
 
