@@ -79,7 +79,8 @@ def main(argv: list[str]) -> int:
             print(f"stand-in: skipping {item['idx']} (FAIL in lyric)", file=sys.stderr)
             continue
         digest = hashlib.sha256(f"{seed}:{item['idx']}".encode()).digest()
-        freq = 220.0 + int.from_bytes(digest[:4], "big") % 440
+        # a continuous pitch: two clock seeds must not collide on one of a few hundred whole hertz
+        freq = 220.0 + 440.0 * int.from_bytes(digest[:4], "big") / 2**32
         vocal, bgm = tone(freq), tone(freq / 2)
         target = os.path.join(save_dir, "audios", f"{item['idx']}.flac")
         soundfile.write(target, vocal + bgm, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
