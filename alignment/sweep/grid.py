@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from alignment.sweep.evaluate import metric_directions
-from alignment.sweep.paired import paired_difference
+from alignment.sweep.paired import simultaneous_differences
 
 
 def simplex_grid(strategies: list[str], step: float) -> list[dict[str, float]]:
@@ -90,9 +90,10 @@ def choose(frame: pd.DataFrame, utility: dict[str, float], songs: dict[str, pd.D
     point means, larger = better), and every point's paired utility difference from `keep`.
 
     keep None: the point of highest utility. Else `keep` stays chosen unless some point's songs
-    beat its songs (the same prompts and seeds) with a 95 % interval over prompts clear of zero;
-    of those that do, the one of highest utility. A handful of songs a point cannot tell small
-    differences apart, and the point of highest mean is then mostly the luckiest one."""
+    beat its songs (the same prompts and seeds) with an interval over prompts clear of zero, the
+    intervals 95 % for all the points together (`simultaneous_differences`); of those that do, the
+    one of highest utility. A handful of songs a point cannot tell small differences apart, and
+    the point of highest mean is then mostly the luckiest one."""
     values = oriented(frame)
     low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
     weights = np.array([utility.get(m, 0.0) for m in metric_directions()])
@@ -103,7 +104,9 @@ def choose(frame: pd.DataFrame, utility: dict[str, float], songs: dict[str, pd.D
     if keep not in names or songs is None:
         raise ValueError(f"sweep.keep: point {keep!r} was not evaluated; points: {', '.join(names)}")
     scaled = {name: songs[name].assign(utility=song_utility(songs[name], low, high, weights)) for name in names}
-    against = {name: paired_difference(scaled[name], scaled[keep], "utility") for name in names}
+    others = {name: frame for name, frame in scaled.items() if name != keep}
+    against = {keep: {"diff": 0.0, "low": 0.0, "high": 0.0, "songs": int(scaled[keep]["utility"].notna().sum())}}
+    against |= simultaneous_differences(others, scaled[keep], "utility")
     better = [i for i, name in enumerate(names) if against[name]["low"] > 0]
     chosen = names[max(better, key=lambda i: scores[i])] if better else keep
     return chosen, scores, against

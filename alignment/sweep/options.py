@@ -67,7 +67,8 @@ class SweepOptions(BaseModel):
     )
     keep: str | None = Field(
         "dni", description="The point chosen unless another point's utility beats it on the same songs with a paired "
-        "95 % interval over prompts clear of zero (a named point or base); null: the point of highest mean utility.",
+        "interval over prompts clear of zero, 95 % for all points together (a named point or base); null: the point "
+        "of highest mean utility.",
     )
 
     @field_validator("named")

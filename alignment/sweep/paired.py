@@ -29,3 +29,23 @@ def paired_difference(model: pd.DataFrame, base: pd.DataFrame, metric: str, resa
     means = per_prompt[rng.integers(0, len(per_prompt), size=(resamples, len(per_prompt)))].mean(axis=1)
     return {"mean": float(joined[metric].mean()), "diff": float(per_prompt.mean()),
             "low": float(np.quantile(means, 0.025)), "high": float(np.quantile(means, 0.975)), "songs": len(joined)}  # fmt: skip
+
+
+def simultaneous_differences(models: dict[str, pd.DataFrame], reference: pd.DataFrame, metric: str,
+                             level: float = 0.95) -> dict[str, dict]:  # fmt: skip
+    """Each model's paired difference from `reference`, with Student-t intervals over prompts that
+    hold for all the models at once (Bonferroni over the models). A rule that leaves the reference
+    when any one of several comparisons clears zero needs them covered together, and a sweep's
+    8 prompts are too few for a bootstrap's percentiles, which then cover less than they say."""
+    from scipy.stats import t
+
+    out = {}
+    for name, frame in models.items():
+        joined = paired_songs(frame, reference, metric)
+        per_prompt = per_prompt_differences(joined, metric)
+        n = len(per_prompt)
+        diff = float(per_prompt.mean()) if n else float("nan")
+        quantile = t.ppf(1 - (1 - level) / (2 * len(models)), n - 1) if n > 1 else float("nan")
+        half = float(quantile * per_prompt.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+        out[name] = {"diff": diff, "low": diff - half, "high": diff + half, "songs": len(joined)}
+    return out

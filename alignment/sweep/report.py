@@ -94,8 +94,9 @@ def _vertex(by_name: pd.DataFrame, axes: list[str], strategy: str) -> str | None
 def _report(frame: pd.DataFrame, table: str, chosen: str, volume: float, options) -> str:
     shown = frame[["point", "kind", *metric_directions(), "pareto", "utility", *KEPT_COLUMNS, "songs", "failed"]].copy()
     rule = ("the point of highest utility" if options.keep is None else
-            f"{options.keep}, unless a point's songs beat its songs in utility with a paired 95 % interval over prompts "
-            "clear of zero (columns utility_vs_kept); then the point of highest utility among those")
+            f"{options.keep}, unless a point's songs beat its songs in utility with a paired interval over prompts "
+            "clear of zero, the intervals 95 % for all points together (Student t, Bonferroni; columns "
+            "utility_vs_kept); then the point of highest utility among those")
     lines = ["# Interpolation sweep", "",
              f"Points: {len(frame)} (grid step {options.step}, form {options.form}); songs per point: "
              f"{options.prompts} held-out prompts x {options.seeds} seeds, the same for every point.",
