@@ -104,7 +104,7 @@ def choose(frame: pd.DataFrame, utility: dict[str, float], songs: dict[str, pd.D
     if keep not in names or songs is None:
         raise ValueError(f"sweep.keep: point {keep!r} was not evaluated; points: {', '.join(names)}")
     scaled = {name: songs[name].assign(utility=song_utility(songs[name], low, high, weights)) for name in names}
-    others = {name: frame for name, frame in scaled.items() if name != keep}
+    others = {name: points for name, points in scaled.items() if name != keep}
     against = {keep: {"diff": 0.0, "low": 0.0, "high": 0.0, "songs": int(scaled[keep]["utility"].notna().sum())}}
     against |= simultaneous_differences(others, scaled[keep], "utility")
     better = [i for i, name in enumerate(names) if against[name]["low"] > 0]

@@ -45,7 +45,8 @@ def simultaneous_differences(models: dict[str, pd.DataFrame], reference: pd.Data
         per_prompt = per_prompt_differences(joined, metric)
         n = len(per_prompt)
         diff = float(per_prompt.mean()) if n else float("nan")
-        quantile = t.ppf(1 - (1 - level) / (2 * len(models)), n - 1) if n > 1 else float("nan")
-        half = float(quantile * per_prompt.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+        half = float("nan")  # one prompt or none: no interval, so no point clears zero
+        if n > 1:
+            half = float(t.ppf(1 - (1 - level) / (2 * len(models)), n - 1) * per_prompt.std(ddof=1) / np.sqrt(n))
         out[name] = {"diff": diff, "low": diff - half, "high": diff + half, "songs": len(joined)}
     return out
